@@ -1,0 +1,117 @@
+"""Connect to the database, define the tables, and create them once, safely, from many processes."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from pydal import DAL, Field
+
+logger = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key that serialises schema creation across processes sharing one PostgreSQL.
+_SCHEMA_LOCK_KEY = 0x1A4DA_AC7
+_CONNECT_TIMEOUT_SECONDS = 5
+_SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def describe_url(url: str) -> str:
+    """The database URL with any password masked, for logs and error messages."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _after_connection(adapter) -> None:
+    if adapter.dbengine == "sqlite":
+        # WAL lets readers and one writer work at once; busy_timeout makes writers wait instead of failing.
+        adapter.execute("PRAGMA journal_mode=WAL;")
+        adapter.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS};")
+        adapter.execute("PRAGMA synchronous=NORMAL;")
+
+
+def connect(url: str) -> DAL:
+    """Open the database at a normalised URL (`postgres3://...` or `sqlite:///...`) with the tables defined."""
+    driver_args: dict[str, object] = {}
+    if url.startswith("sqlite://"):
+        Path(url[len("sqlite://") :]).parent.mkdir(parents=True, exist_ok=True)
+        driver_args["timeout"] = _SQLITE_BUSY_TIMEOUT_MS / 1000
+    else:
+        driver_args["connect_timeout"] = _CONNECT_TIMEOUT_SECONDS
+        driver_args["application_name"] = "lambda-action"
+    # Tables are created by create_schema (IF NOT EXISTS, under a lock), never by PyDAL's file-based migrations,
+    # which keep state in a local folder that replicas do not share.
+    db = DAL(
+        url,
+        migrate=False,
+        migrate_enabled=False,
+        pool_size=0,
+        attempts=1,
+        driver_args=driver_args,
+        after_connection=_after_connection,
+    )
+    define_tables(db)
+    return db
+
+
+def define_tables(db: DAL) -> None:
+    """Define `api_clients` and `lambda_invocations` on a connection."""
+    db.define_table(
+        "api_clients",
+        Field("client_id", "string", length=128, notnull=True, unique=True),
+        Field("secret_hash", "string", length=512, notnull=True),
+        Field("active", "boolean", notnull=True, default=True),
+        Field("allowed_functions", "text", default=""),
+        Field("description", "string", length=512, default=""),
+        Field("created_at", "datetime", notnull=True),
+        Field("updated_at", "datetime", notnull=True),
+        migrate=False,
+    )
+    db.define_table(
+        "lambda_invocations",
+        Field("invocation_id", "string", length=64, notnull=True, unique=True),
+        Field("function_name", "string", length=256, notnull=True),
+        Field("invocation_type", "string", length=32, notnull=True),
+        Field("payload", "text"),
+        Field("alias", "string", length=128),
+        Field("version", "string", length=32),
+        Field("status_code", "integer"),
+        Field("response_payload", "text"),
+        Field("function_error", "string", length=256),
+        Field("executed_version", "string", length=32),
+        Field("request_id", "string", length=128),
+        Field("success", "boolean"),
+        Field("error_message", "text"),
+        Field("error_code", "string", length=64),
+        Field("caller", "string", length=256),
+        Field("transport", "string", length=16),
+        Field("invoked_at", "datetime", notnull=True),
+        Field("completed_at", "datetime"),
+        Field("duration_ms", "double"),
+        migrate=False,
+    )
+
+
+_INDEXES = (
+    ("idx_lambda_invocations_function_invoked", "lambda_invocations", "function_name, invoked_at"),
+    ("idx_lambda_invocations_invoked", "lambda_invocations", "invoked_at"),
+)
+
+
+def create_schema(db: DAL) -> None:
+    """Create the tables and indexes that do not exist yet; safe to run from many processes at once."""
+    adapter = db._adapter
+    try:
+        if adapter.dbengine == "postgres":
+            # CREATE TABLE IF NOT EXISTS alone still races in PostgreSQL (two creators collide on pg_type);
+            # a transaction-scoped advisory lock makes concurrent start-ups take turns.
+            db.executesql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY});")
+        for table in (db.api_clients, db.lambda_invocations):
+            ddl = adapter.migrator.create_table(table, migrate=False)
+            db.executesql(ddl.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))
+        for name, table, columns in _INDEXES:
+            db.executesql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns});")
+        db.commit()
+    except Exception:
+        db.rollback()
+        raise
+    logger.info("database schema ready (%s)", adapter.dbengine)

@@ -1,0 +1,1 @@
+"""The REST transport: Quart blueprints that parse, call a service, and render."""

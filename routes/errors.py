@@ -1,0 +1,119 @@
+"""The one mapping of domain errors to HTTP statuses, and the one JSON shape of every REST error."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Quart, Response, jsonify
+from quart_schema import RequestSchemaValidationError
+from werkzeug.exceptions import HTTPException
+
+from services.errors import (
+    BackendNotConfigured,
+    DatabaseUnavailable,
+    Forbidden,
+    FunctionNotFound,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceError,
+    Throttled,
+    Unauthenticated,
+    UpstreamError,
+    UpstreamTimeout,
+)
+
+logger = logging.getLogger(__name__)
+
+HTTP_STATUS_BY_ERROR: dict[type[ServiceError], int] = {
+    InvalidRequest: 400,
+    PayloadTooLarge: 413,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    FunctionNotFound: 404,
+    Throttled: 429,
+    UpstreamError: 502,
+    UpstreamTimeout: 504,
+    BackendNotConfigured: 503,
+    DatabaseUnavailable: 503,
+}
+_INTERNAL_STATUS = 500
+
+# Names for the statuses Quart itself raises (unknown route, wrong method, body too large...).
+_HTTP_CODES = {
+    400: "InvalidRequest",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "PayloadTooLarge",
+    415: "InvalidRequest",
+}
+
+
+def http_status_for(error: ServiceError) -> int:
+    """The HTTP status of a domain error, found by walking its class hierarchy."""
+    for cls in type(error).__mro__:
+        if cls in HTTP_STATUS_BY_ERROR:
+            return HTTP_STATUS_BY_ERROR[cls]
+    return _INTERNAL_STATUS
+
+
+def error_body(error: ServiceError) -> dict[str, object]:
+    """The JSON body of a domain error."""
+    return {"success": False, "error": error.message, "code": error.code}
+
+
+def _error_response(body: dict[str, object], status: int) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _service_error(error: ServiceError) -> Response:
+    response = _error_response(error_body(error), http_status_for(error))
+    if isinstance(error, Throttled) and error.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    if isinstance(error, Unauthenticated):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="lambda-action"'
+    return response
+
+
+def _validation_error(error: RequestSchemaValidationError) -> Response:
+    return _error_response({"success": False, "error": describe_validation_error(error), "code": "InvalidRequest"}, 400)
+
+
+def describe_validation_error(error: RequestSchemaValidationError) -> str:
+    """A short message naming each field that failed and why."""
+    details = getattr(error.validation_error, "errors", None)
+    problems = details() if callable(details) else []
+    if not problems or any(not problem.get("loc") for problem in problems):
+        return "the request body must be a JSON object (Content-Type: application/json)"
+    return "invalid request: " + describe_pydantic_errors(problems)
+
+
+def describe_pydantic_errors(details: list) -> str:
+    """`field: problem; field: problem` from pydantic's error details."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in detail.get('loc', ())) or 'body'}: {detail.get('msg', 'invalid')}"
+        for detail in details
+    )
+
+
+def _http_error(error: HTTPException) -> Response:
+    status = error.code or _INTERNAL_STATUS
+    message = error.description or error.name
+    if status == 415:
+        message = "send the body as JSON with Content-Type: application/json"
+    code = _HTTP_CODES.get(status, error.name.replace(" ", ""))
+    return _error_response({"success": False, "error": message, "code": code}, status)
+
+
+def _unexpected_error(error: Exception) -> Response:
+    logger.exception("unexpected error answering a request")
+    return _error_response({"success": False, "error": "internal error", "code": "InternalError"}, _INTERNAL_STATUS)
+
+
+def register_error_handlers(app: Quart) -> None:
+    """Answer every error with the module's JSON shape; never a stack trace."""
+    app.register_error_handler(ServiceError, _service_error)
+    app.register_error_handler(RequestSchemaValidationError, _validation_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)

@@ -1,0 +1,149 @@
+"""The REST wire types (validated by quart-schema, shown in /openapi.json) and their domain conversions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.domain import FunctionInfo, FunctionPage, InvokeRequest, InvokeResult
+from services.lambda_service import encode_client_context
+
+
+class TokenBody(BaseModel):
+    """Client credentials, exchanged for a bearer token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = Field(min_length=1, max_length=128)
+    client_secret: str = Field(min_length=1, max_length=512)
+
+
+class TokenReply(BaseModel):
+    token: str
+    expires_in: int
+    token_type: str = "Bearer"
+
+
+class InvokeBody(BaseModel):
+    """One invocation. `payload` is any JSON value, or a string holding JSON text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    function_name: str = Field(min_length=1, max_length=256)
+    payload: Any = None
+    invocation_type: Literal["RequestResponse", "Event", "DryRun"] = "RequestResponse"
+    alias: str | None = Field(default=None, max_length=128)
+    version: str | None = Field(default=None, max_length=32)
+    client_context: dict[str, Any] | None = None
+
+    def to_domain(self) -> InvokeRequest:
+        return InvokeRequest(
+            function_name=self.function_name,
+            payload=payload_bytes(self.payload),
+            invocation_type=self.invocation_type,
+            alias=self.alias or None,
+            version=self.version or None,
+            client_context=encode_client_context(self.client_context) if self.client_context else None,
+        )
+
+
+class InvokeAsyncBody(BaseModel):
+    """An Event invocation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    function_name: str = Field(min_length=1, max_length=256)
+    payload: Any = None
+
+
+class BatchBody(BaseModel):
+    """Invocations run together; each item has the shape of a POST /api/v1/invoke body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    invocations: list[Any]
+
+
+class InvokeReply(BaseModel):
+    success: bool
+    status_code: int
+    payload: Any = None
+    function_error: str | None = None
+    log_result: str | None = None
+    executed_version: str | None = None
+    request_id: str | None = None
+    invocation_id: str
+    duration_ms: float
+
+
+class ListQuery(BaseModel):
+    max_items: int = Field(default=50, ge=1, le=50)
+    next_marker: str | None = Field(default=None, max_length=1024)
+
+
+class ConfigQuery(BaseModel):
+    qualifier: str | None = Field(default=None, max_length=128)
+
+
+def payload_bytes(payload: Any) -> bytes:
+    """The bytes Lambda gets: a string is taken as JSON text, any other value is encoded as JSON."""
+    if payload is None:
+        return b"{}"
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    return json.dumps(payload, separators=(",", ":")).encode("utf-8")
+
+
+def rendered_payload(text: str) -> Any:
+    """The function's response as a JSON value when it is JSON, else as the text itself."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def invoke_reply(result: InvokeResult) -> dict[str, Any]:
+    """The JSON of one invocation's result."""
+    return {
+        "success": result.success,
+        "status_code": result.status_code,
+        "payload": rendered_payload(result.payload),
+        "function_error": result.function_error,
+        "log_result": result.log_result,
+        "executed_version": result.executed_version,
+        "request_id": result.request_id,
+        "invocation_id": result.invocation_id,
+        "duration_ms": round(result.duration_ms, 3),
+    }
+
+
+def function_json(info: FunctionInfo) -> dict[str, Any]:
+    """The JSON of one function's configuration."""
+    return {
+        "function_name": info.function_name,
+        "function_arn": info.function_arn,
+        "runtime": info.runtime,
+        "role": info.role,
+        "handler": info.handler,
+        "code_size": info.code_size,
+        "description": info.description,
+        "timeout": info.timeout,
+        "memory_size": info.memory_size,
+        "last_modified": info.last_modified,
+        "version": info.version,
+        "state": info.state,
+        "architectures": list(info.architectures),
+    }
+
+
+def page_json(page: FunctionPage) -> dict[str, Any]:
+    """The JSON of one page of functions."""
+    return {
+        "success": True,
+        "functions": [function_json(info) for info in page.functions],
+        "next_marker": page.next_marker,
+    }

@@ -1,0 +1,1 @@
+"""The module's domain: Lambda invocations, their log, and who may call what."""

@@ -1,0 +1,136 @@
+"""Client secrets (salted scrypt hashes) and JWTs (HS256): who is calling."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from config import Settings
+from services import audit
+from services.clients import ApiClient, ClientStore
+from services.domain import Caller
+from services.errors import Unauthenticated
+
+logger = logging.getLogger(__name__)
+
+_ALGORITHM = "HS256"
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _SCRYPT_LENGTH = 2**14, 8, 1, 32
+# Same reply for an unknown client and a wrong secret, so the reply does not tell which ids exist.
+_BAD_CREDENTIALS = "invalid client_id or client_secret"
+# How long a client's active flag and patterns are trusted before the database is asked again.
+_CLIENT_CACHE_SECONDS = 10.0
+
+
+def new_secret() -> str:
+    """A new random client secret."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    """A salted scrypt hash of `secret`, with its parameters, as one string."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=_SCRYPT_LENGTH)
+    encoded = [base64.b64encode(part).decode() for part in (salt, digest)]
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encoded[0]}${encoded[1]}"
+
+
+def verify_secret(secret: str, stored_hash: str) -> bool:
+    """True when `secret` matches `stored_hash` (compared in constant time)."""
+    try:
+        scheme, n, r, p, salt, digest = stored_hash.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(
+            secret.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected)
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+# Checked against when the client id is unknown, so that both failures take the same time.
+_DUMMY_HASH = hash_secret(new_secret())
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token for a client and how many seconds it lives."""
+
+    token: str
+    expires_in: int
+    token_type: str = "Bearer"
+
+
+class Authenticator:
+    """Issues tokens to API clients and turns bearer tokens into Callers."""
+
+    def __init__(self, settings: Settings, clients: ClientStore) -> None:
+        self._key = settings.module_secret_key
+        self._expiration = settings.jwt_expiration_seconds
+        self._allowed_services = frozenset(settings.allowed_services)
+        self._clients = clients
+        self._client_cache: dict[str, tuple[float, ApiClient | None]] = {}
+
+    async def issue_token(self, client_id: str, client_secret: str, source: str) -> IssuedToken:
+        """Check a client's secret and issue a token; Unauthenticated when the pair is wrong."""
+        client = await self._clients.get(client_id)
+        stored_hash = client.secret_hash if client and client.active else _DUMMY_HASH
+        # scrypt is slow on purpose; keep it off the event loop.
+        matches = await asyncio.get_running_loop().run_in_executor(None, verify_secret, client_secret, stored_hash)
+        if not (matches and client and client.active):
+            audit.authentication(client_id, source, ok=False, reason="bad credentials")
+            raise Unauthenticated(_BAD_CREDENTIALS)
+        now = int(time.time())
+        token = jwt.encode({"sub": client_id, "iat": now, "exp": now + self._expiration}, self._key, _ALGORITHM)
+        audit.authentication(client_id, source, ok=True, reason="token issued")
+        return IssuedToken(token=token, expires_in=self._expiration)
+
+    async def authenticate(self, token: str | None, source: str) -> Caller:
+        """The Caller a bearer token stands for; Unauthenticated when it is missing, bad or expired."""
+        if not token:
+            audit.authentication("-", source, ok=False, reason="no token")
+            raise Unauthenticated(
+                "missing bearer token: send 'Authorization: Bearer <token>' (get one from POST /api/v1/token)"
+            )
+        try:
+            claims = jwt.decode(token, self._key, algorithms=[_ALGORITHM], options={"require": ["exp", "iat"]})
+        except jwt.ExpiredSignatureError:
+            audit.authentication("-", source, ok=False, reason="expired token")
+            raise Unauthenticated("token expired: get a new one from POST /api/v1/token") from None
+        except jwt.InvalidTokenError as exc:
+            audit.authentication("-", source, ok=False, reason=f"invalid token ({type(exc).__name__})")
+            raise Unauthenticated("invalid token") from None
+
+        service = claims.get("service")
+        if service is not None:
+            if not isinstance(service, str) or service not in self._allowed_services:
+                audit.authentication(str(service), source, ok=False, reason="service not allowed")
+                raise Unauthenticated("invalid token: service not allowed")
+            logger.debug("authenticated service %s from %s", service, source)
+            return Caller(kind="service", name=service)
+
+        client_id = claims.get("sub")
+        client = await self._cached_client(client_id) if isinstance(client_id, str) else None
+        if client is None or not client.active:
+            audit.authentication(str(client_id), source, ok=False, reason="unknown or disabled client")
+            raise Unauthenticated("invalid token: client unknown or disabled")
+        logger.debug("authenticated client %s from %s", client_id, source)
+        return Caller(kind="client", name=client_id, allowed_patterns=client.allowed_patterns)
+
+    async def _cached_client(self, client_id: str) -> ApiClient | None:
+        now = time.monotonic()
+        cached = self._client_cache.get(client_id)
+        if cached and cached[0] > now:
+            return cached[1]
+        client = await self._clients.get(client_id)
+        self._client_cache[client_id] = (now + _CLIENT_CACHE_SECONDS, client)
+        return client

@@ -1,0 +1,125 @@
+"""The database as the services use it: PyDAL work run on a small executor of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from pydal import DAL
+
+from models import connect, create_schema, describe_url
+from services.errors import DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How long a health probe waits for `SELECT 1` before calling the database down.
+_PING_TIMEOUT_SECONDS = 3.0
+
+
+class Database:
+    """Owns the DAL and the threads that use it; each thread keeps its own connection.
+
+    PyDAL keeps connections per thread, so a few dedicated threads (DATABASE_POOL_SIZE) bound the number
+    of connections a replica holds, however many Lambda calls are in flight.
+    """
+
+    def __init__(self, url: str, pool_size: int) -> None:
+        self.url = url
+        self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="database")
+        self._local = threading.local()
+        self._main_db = self._open()
+        create_schema(self._main_db)
+        self._closed = False
+
+    @property
+    def engine(self) -> str:
+        return self._main_db._adapter.dbengine
+
+    def _open(self) -> DAL:
+        try:
+            return connect(self.url)
+        except Exception as exc:
+            raise DatabaseUnavailable(f"cannot open the database at {describe_url(self.url)}: {exc}") from exc
+
+    def _thread_db(self) -> DAL:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._open()
+        return db
+
+    def run_sync(self, work: Callable[[DAL], T]) -> T:
+        """Run `work(db)` in this thread as one transaction (for start-up and the command-line tool)."""
+        return self._transaction(self._main_db, work)
+
+    async def run(self, work: Callable[[DAL], T]) -> T:
+        """Run `work(db)` on a database thread as one transaction."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run_in_thread, work)
+
+    def _run_in_thread(self, work: Callable[[DAL], T]) -> T:
+        db = self._thread_db()
+        try:
+            return self._transaction(db, work)
+        except DatabaseUnavailable:
+            # The connection may be broken (server restarted, network cut): open a new one next time.
+            self._local.db = None
+            _close_quietly(db)
+            raise
+
+    @staticmethod
+    def _transaction(db: DAL, work: Callable[[DAL], T]) -> T:
+        try:
+            result = work(db)
+            db.commit()
+            return result
+        except Exception as exc:
+            try:
+                db.rollback()
+            except Exception:
+                logger.debug("rollback failed", exc_info=True)
+            if _is_connection_error(exc):
+                raise DatabaseUnavailable(f"the database did not answer: {exc}") from exc
+            raise
+
+    async def ping(self) -> bool:
+        """True when the database answers `SELECT 1` promptly."""
+        try:
+            await asyncio.wait_for(self.run(lambda db: db.executesql("SELECT 1;")), _PING_TIMEOUT_SECONDS)
+            return True
+        except Exception as exc:
+            logger.warning("database health check failed: %s", exc)
+            return False
+
+    def close(self) -> None:
+        """Stop the database threads and close their connections."""
+        if self._closed:
+            return
+        self._closed = True
+        # Each database thread's connection is closed with its thread-local storage when the thread ends.
+        self._executor.shutdown(wait=True)
+        _close_quietly(self._main_db)
+
+
+def _close_quietly(db: DAL) -> None:
+    try:
+        db.close()
+    except Exception:
+        logger.debug("closing a database connection failed", exc_info=True)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """True for errors that mean the connection is unusable rather than the statement wrong."""
+    names = {type(exc).__name__ for exc in _chain(exc)}
+    return bool(names & {"OperationalError", "InterfaceError", "DatabaseUnavailable"})
+
+
+def _chain(exc: BaseException):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__

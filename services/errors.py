@@ -1,0 +1,67 @@
+"""The one hierarchy of domain errors; transports map these to HTTP statuses and gRPC codes."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """An error the module answers with a message for the caller; `code` is its stable name."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def code(self) -> str:
+        return type(self).__name__
+
+
+class InvalidRequest(ServiceError):
+    """The caller sent something the module or Lambda cannot take."""
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The payload is over Lambda's limit for this invocation type."""
+
+
+class Unauthenticated(ServiceError):
+    """No token, a bad token, or wrong client credentials."""
+
+
+class Forbidden(ServiceError):
+    """The caller is known but may not reach this function."""
+
+
+class FunctionNotFound(ServiceError):
+    """Lambda has no such function, version or alias."""
+
+
+class Throttled(ServiceError):
+    """Lambda throttled the call; `retry_after` is how long to wait, in seconds, when known."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConcurrencyLimitReached(Throttled):
+    """The module has MAX_CONCURRENT_REQUESTS invocations in flight already."""
+
+
+class UpstreamError(ServiceError):
+    """Lambda answered with an error that is not the caller's fault."""
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Lambda could not be reached."""
+
+
+class UpstreamTimeout(ServiceError):
+    """Lambda did not answer in time."""
+
+
+class BackendNotConfigured(ServiceError):
+    """The module has no usable Lambda backend (no credentials, no endpoint)."""
+
+
+class DatabaseUnavailable(ServiceError):
+    """The database did not answer."""

@@ -1,0 +1,200 @@
+"""The boto3 Lambda client: its botocore settings, the retry policy, and botocore errors as ServiceErrors."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from dataclasses import dataclass
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    CredentialRetrievalError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotocoreConnectionError,
+)
+
+from config import MODULE_NAME, MODULE_VERSION, Settings
+from services.errors import (
+    BackendNotConfigured,
+    FunctionNotFound,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceError,
+    Throttled,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+_CONNECT_TIMEOUT_SECONDS = 5
+# Lambda may take LAMBDA_TIMEOUT to run and a little more to answer; reading less long would abandon (and,
+# with retries, re-send) calls that are still running.
+_READ_TIMEOUT_MARGIN_SECONDS = 15
+# Threads beyond MAX_CONCURRENT_REQUESTS for list and configuration calls, so invocations cannot starve them.
+CONTROL_PLANE_THREADS = 4
+
+_THROTTLING_CODES = {"TooManyRequestsException", "ThrottlingException", "EC2ThrottledException"}
+_NOT_FOUND_CODES = {"ResourceNotFoundException"}
+_BAD_REQUEST_CODES = {
+    "InvalidRequestContentException",
+    "InvalidParameterValueException",
+    "UnsupportedMediaTypeException",
+}
+_CREDENTIAL_CODES = {
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "ExpiredTokenException",
+    "AccessDeniedException",
+    "InvalidClientTokenId",
+}
+_NO_CREDENTIALS_HINT = (
+    "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an IAM role, "
+    "or point AWS_ENDPOINT_URL_LAMBDA at a Lambda-compatible endpoint"
+)
+
+
+def botocore_config(settings: Settings) -> Config:
+    """The botocore settings for the module's one Lambda client."""
+    return Config(
+        region_name=settings.aws_region,
+        connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=settings.lambda_timeout + _READ_TIMEOUT_MARGIN_SECONDS,
+        # botocore would re-send a synchronous Invoke after a read timeout; the module retries on its own,
+        # and only what proves the function did not run.
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        # One pooled connection per thread that may call Lambda, so no connection is discarded under load.
+        max_pool_connections=settings.max_concurrent_requests + CONTROL_PLANE_THREADS,
+        tcp_keepalive=True,
+        user_agent_extra=f"{MODULE_NAME}/{MODULE_VERSION}",
+    )
+
+
+def build_lambda_client(settings: Settings, endpoint_url: str | None = None):
+    """The boto3 Lambda client; credentials and endpoint come from boto3's own chain unless given."""
+    session = boto3.session.Session()
+    return session.client("lambda", endpoint_url=endpoint_url, config=botocore_config(settings))
+
+
+def has_credentials() -> bool:
+    """True when boto3's credential chain finds credentials (it may ask the instance metadata service)."""
+    try:
+        return boto3.session.Session().get_credentials() is not None
+    except Exception:
+        return False
+
+
+class RetryMode(enum.Enum):
+    """What a failed call may be retried on."""
+
+    # A synchronous Invoke: only what proves the function did not run.
+    INVOKE_SYNC = "invoke_sync"
+    # An Event Invoke: Lambda delivers at least once anyway, so server errors too.
+    INVOKE_EVENT = "invoke_event"
+    # Reads (list, get configuration): anything transient.
+    READ = "read"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter from `base_delay`, honouring Lambda's Retry-After."""
+
+    max_retries: int
+    base_delay: float
+    # A Retry-After longer than this is not waited out; the caller gets the throttling error at once.
+    max_delay: float = 30.0
+
+    def delay_before_retry(
+        self, error: BaseException, attempt: int, mode: RetryMode, rng: random.Random | None = None
+    ) -> float | None:
+        """Seconds to wait before retry number `attempt + 1`, or None when `error` must not be retried."""
+        if attempt >= self.max_retries or not _is_retryable(error, mode):
+            return None
+        backoff = self.base_delay * (2**attempt)
+        delay = backoff / 2 + (rng or random).uniform(0, backoff / 2)
+        retry_after = retry_after_seconds(error)
+        if retry_after is not None:
+            if retry_after > self.max_delay:
+                return None
+            delay = max(delay, retry_after)
+        return min(delay, self.max_delay)
+
+
+def _is_retryable(error: BaseException, mode: RetryMode) -> bool:
+    if error_code(error) in _THROTTLING_CODES:
+        return True
+    # Connection refused or connect timeout: the request never left, so the function did not run.
+    if isinstance(error, BotocoreConnectionError):
+        return True
+    if mode is RetryMode.INVOKE_SYNC:
+        return False
+    if isinstance(error, ClientError) and _http_status(error) >= 500:
+        return True
+    return mode is RetryMode.READ and isinstance(error, (ReadTimeoutError, ConnectionClosedError))
+
+
+def error_code(error: BaseException) -> str | None:
+    """Lambda's error code (such as ResourceNotFoundException) of a ClientError, else None."""
+    if isinstance(error, ClientError):
+        return error.response.get("Error", {}).get("Code")
+    return None
+
+
+def _http_status(error: ClientError) -> int:
+    return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def retry_after_seconds(error: BaseException) -> float | None:
+    """The wait Lambda asked for on a throttled call (Retry-After header or retryAfterSeconds), if any."""
+    if not isinstance(error, ClientError):
+        return None
+    headers = error.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    for value in (headers.get("retry-after"), error.response.get("retryAfterSeconds")):
+        try:
+            if value is not None:
+                return max(0.0, float(value))
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def translate_error(error: BaseException, function_name: str, qualifier: str | None = None) -> ServiceError:
+    """The ServiceError a boto3 or botocore error stands for."""
+    if isinstance(error, ServiceError):
+        return error
+    target = f"{function_name}:{qualifier}" if qualifier else function_name
+    if isinstance(error, ClientError):
+        code = error_code(error) or "Unknown"
+        message = error.response.get("Error", {}).get("Message") or str(error)
+        if code in _NOT_FOUND_CODES:
+            return FunctionNotFound(f"function {target!r} was not found: {message}")
+        if code == "RequestTooLargeException":
+            return PayloadTooLarge(f"Lambda refused the payload as too large: {message}")
+        if code in _BAD_REQUEST_CODES:
+            return InvalidRequest(f"Lambda refused the request ({code}): {message}")
+        if code in _THROTTLING_CODES:
+            return Throttled(f"Lambda throttled {target!r}: {message}", retry_after_seconds(error))
+        if code in _CREDENTIAL_CODES:
+            return UpstreamError(f"AWS refused the module's credentials ({code}): {message}")
+        return UpstreamError(f"Lambda failed ({code}): {message}")
+    if isinstance(error, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
+        return BackendNotConfigured(_NO_CREDENTIALS_HINT)
+    if isinstance(error, ReadTimeoutError):
+        return UpstreamTimeout(f"Lambda did not answer for {target!r} in time; the function may still be running")
+    if isinstance(error, ConnectionClosedError):
+        return UpstreamUnavailable(f"the connection to Lambda closed before it answered for {target!r}")
+    if isinstance(error, BotocoreConnectionError):
+        return UpstreamUnavailable(f"Lambda could not be reached: {error}")
+    if isinstance(error, BotoCoreError):
+        return UpstreamError(f"calling Lambda failed: {error}")
+    raise error

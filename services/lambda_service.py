@@ -1,0 +1,406 @@
+"""LambdaService: every transport's one way to invoke, list and describe Lambda functions."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from config import Settings
+from services import audit
+from services.domain import (
+    INVOCATION_TYPES,
+    Caller,
+    FunctionInfo,
+    FunctionPage,
+    InvokeRequest,
+    InvokeResult,
+    Transport,
+)
+from services.errors import (
+    ConcurrencyLimitReached,
+    Forbidden,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceError,
+)
+from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, utc_now
+from services.lambda_client import CONTROL_PLANE_THREADS, RetryMode, RetryPolicy, translate_error
+from services.policy import check_access, may_reach
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Lambda's payload limits: 6 MB for a synchronous request, 1 MB for an asynchronous one.
+MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
+MAX_ASYNC_PAYLOAD_BYTES = 1024 * 1024
+MAX_CLIENT_CONTEXT_BYTES = 3583
+MAX_LIST_PAGE = 50
+# Upper bound on Lambda pages read to fill one filtered page of ListFunctions.
+_MAX_LIST_ROUNDS = 10
+
+_ALIAS = re.compile(r"^(?!\d+$)[A-Za-z0-9_-]{1,128}$")
+_VERSION = re.compile(r"^(\$LATEST|\d{1,10})$")
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """What /health shows of the service."""
+
+    database_ok: bool
+    lambda_backend: dict[str, str]
+    in_flight: int
+
+
+class LambdaService:
+    """Invokes Lambda through one boto3 client on a bounded executor, and records every invocation."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        lambda_client: Any,
+        invocation_log: InvocationLog,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._settings = settings
+        self._client = lambda_client
+        self._log = invocation_log
+        self._sleep = sleep
+        self._retry = RetryPolicy(max_retries=settings.max_retries, base_delay=settings.retry_delay)
+        self._prefix = settings.lambda_function_prefix
+        self._max_in_flight = settings.max_concurrent_requests
+        # One thread per invocation the cap allows, plus a few for list and configuration calls: the default
+        # executor (min(32, CPUs + 4) threads) would queue invocations long before the cap is reached.
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.max_concurrent_requests + CONTROL_PLANE_THREADS, thread_name_prefix="lambda"
+        )
+        self._in_flight = 0
+        self._running: set[asyncio.Task] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Invocations under way right now."""
+        return self._in_flight
+
+    @property
+    def endpoint_url(self) -> str:
+        """Where the boto3 client sends its calls."""
+        return str(self._client.meta.endpoint_url)
+
+    async def invoke(self, request: InvokeRequest, caller: Caller, transport: Transport) -> InvokeResult:
+        """Invoke one function; a function's own error is a result (success False), not a ServiceError."""
+        name = self._check_access(caller, request.function_name)
+        self._validate(request)
+        if self._in_flight >= self._max_in_flight:
+            raise ConcurrencyLimitReached(
+                f"this module has {self._max_in_flight} invocations in flight (MAX_CONCURRENT_REQUESTS); retry shortly",
+                retry_after=1.0,
+            )
+        self._in_flight += 1
+        # The invocation runs as its own task: if the caller goes away, Lambda's answer is still recorded.
+        task = asyncio.ensure_future(self._run_invocation(request, name, caller, transport))
+        self._running.add(task)
+        task.add_done_callback(self._invocation_done)
+        return await asyncio.shield(task)
+
+    async def invoke_async(
+        self, function_name: str, payload: bytes, caller: Caller, transport: Transport
+    ) -> InvokeResult:
+        """Queue an Event invocation; the result carries Lambda's request id and status 202."""
+        request = InvokeRequest(function_name=function_name, payload=payload, invocation_type="Event")
+        return await self.invoke(request, caller, transport)
+
+    async def batch_invoke(
+        self, requests: Sequence[InvokeRequest | ServiceError], caller: Caller, transport: Transport
+    ) -> list[InvokeResult | ServiceError]:
+        """Invoke each request, at most MAX_BATCH_CONCURRENCY at once; results in request order.
+
+        An item may already be the error that keeps it from running (a transport could not parse it):
+        it is answered as that error, in its place.
+        """
+        if not requests:
+            raise InvalidRequest("invocations must hold at least one invocation")
+        if len(requests) > self._settings.max_batch_size:
+            raise InvalidRequest(
+                f"a batch holds at most {self._settings.max_batch_size} invocations (MAX_BATCH_SIZE); "
+                f"this one has {len(requests)}: split it"
+            )
+        bound = asyncio.Semaphore(self._settings.max_batch_concurrency)
+
+        async def one(request: InvokeRequest | ServiceError) -> InvokeResult | ServiceError:
+            if isinstance(request, ServiceError):
+                return request
+            async with bound:
+                try:
+                    return await self.invoke(request, caller, transport)
+                except ServiceError as error:
+                    return error
+
+        return list(await asyncio.gather(*(one(request) for request in requests)))
+
+    async def list_functions(
+        self, caller: Caller, max_items: int = MAX_LIST_PAGE, marker: str | None = None
+    ) -> FunctionPage:
+        """One page of the functions this caller may reach, and the marker for the next page."""
+        if not 1 <= max_items <= MAX_LIST_PAGE:
+            raise InvalidRequest(f"max_items must be between 1 and {MAX_LIST_PAGE}")
+        functions: list[FunctionInfo] = []
+        # Lambda cannot filter by name, so pages are read until this page is full; each Lambda page is taken
+        # whole, which keeps its NextMarker a valid place to resume.
+        for _ in range(_MAX_LIST_ROUNDS):
+            arguments: dict[str, Any] = {"MaxItems": max_items - len(functions)}
+            if marker:
+                arguments["Marker"] = marker
+            response = await self._call(lambda a=arguments: self._client.list_functions(**a), RetryMode.READ, "*")
+            functions.extend(
+                _function_info(item)
+                for item in response.get("Functions", [])
+                if may_reach(caller, item.get("FunctionName", ""), self._prefix)
+            )
+            marker = response.get("NextMarker") or None
+            if marker is None or len(functions) >= max_items:
+                break
+        return FunctionPage(functions=functions, next_marker=marker)
+
+    async def get_function_config(
+        self, caller: Caller, function_name: str, qualifier: str | None = None
+    ) -> FunctionInfo:
+        """The configuration of one function (of a version or alias when `qualifier` is given)."""
+        self._check_access(caller, function_name)
+        arguments: dict[str, Any] = {"FunctionName": function_name}
+        if qualifier:
+            _check_qualifier(qualifier)
+            arguments["Qualifier"] = qualifier
+        response = await self._call(
+            lambda: self._client.get_function_configuration(**arguments), RetryMode.READ, function_name, qualifier
+        )
+        return _function_info(response)
+
+    async def health(self) -> HealthReport:
+        """Whether the invocation log's database answers, and which Lambda backend is in use."""
+        return HealthReport(
+            database_ok=await self._log.ping(),
+            lambda_backend={
+                "backend": self._settings.lambda_backend,
+                "endpoint": self.endpoint_url,
+                "region": self._settings.aws_region,
+            },
+            in_flight=self._in_flight,
+        )
+
+    async def close(self) -> None:
+        """Wait for invocations under way to be recorded, then stop the executor."""
+        if self._running:
+            await asyncio.wait(set(self._running))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _check_access(self, caller: Caller, function_name: str) -> str:
+        try:
+            return check_access(caller, function_name, self._prefix)
+        except Forbidden as error:
+            audit.denied(caller.label, function_name, error.message)
+            raise
+
+    def _validate(self, request: InvokeRequest) -> None:
+        if request.invocation_type not in INVOCATION_TYPES:
+            raise InvalidRequest(f"invocation_type must be one of {', '.join(INVOCATION_TYPES)}")
+        if request.alias and request.version:
+            raise InvalidRequest("give alias or version, not both: each selects what Lambda runs")
+        if request.alias and not _ALIAS.match(request.alias):
+            raise InvalidRequest("alias must be 1 to 128 letters, digits, '-' or '_', and not only digits")
+        if request.version and not _VERSION.match(request.version):
+            raise InvalidRequest("version must be $LATEST or a version number such as 3")
+        limit = MAX_ASYNC_PAYLOAD_BYTES if request.invocation_type == "Event" else MAX_SYNC_PAYLOAD_BYTES
+        if len(request.payload) > limit:
+            raise PayloadTooLarge(
+                f"payload is {len(request.payload)} bytes; Lambda takes at most {limit} bytes "
+                f"for {request.invocation_type} invocations"
+            )
+        try:
+            json.loads(request.payload)
+        except ValueError as error:
+            raise InvalidRequest(f"payload must be JSON: {error}") from None
+        if request.client_context and len(request.client_context) > MAX_CLIENT_CONTEXT_BYTES:
+            raise InvalidRequest(f"client_context is larger than Lambda's {MAX_CLIENT_CONTEXT_BYTES} bytes (base64)")
+
+    def _invocation_done(self, task: asyncio.Task) -> None:
+        self._in_flight -= 1
+        self._running.discard(task)
+        if not task.cancelled():
+            # Retrieve the error so that an invocation whose caller left does not warn about it.
+            task.exception()
+
+    async def _run_invocation(
+        self, request: InvokeRequest, name: str, caller: Caller, transport: Transport
+    ) -> InvokeResult:
+        started = time.perf_counter()
+        record = InvocationStart(
+            invocation_id=uuid.uuid4().hex,
+            function_name=name,
+            invocation_type=request.invocation_type,
+            payload=request.payload.decode("utf-8", errors="replace"),
+            alias=request.alias,
+            version=request.version,
+            caller=caller.label,
+            transport=transport,
+            invoked_at=utc_now(),
+        )
+        await self._log.start(record)
+        arguments = _invoke_arguments(request)
+        mode = RetryMode.INVOKE_EVENT if request.invocation_type == "Event" else RetryMode.INVOKE_SYNC
+        try:
+            response, payload = await self._call(
+                lambda: self._invoke_blocking(arguments), mode, name, request.qualifier
+            )
+        except Exception as error:
+            duration_ms = (time.perf_counter() - started) * 1000
+            known = isinstance(error, ServiceError)
+            await self._log.finish(
+                record,
+                InvocationOutcome(
+                    success=False,
+                    completed_at=utc_now(),
+                    duration_ms=duration_ms,
+                    error_message=error.message if known else "internal error",
+                    error_code=error.code if known else "InternalError",
+                ),
+            )
+            audit.invocation(
+                caller.label,
+                transport,
+                name,
+                request.invocation_type,
+                error.code if known else "InternalError",
+                duration_ms,
+            )
+            if not known:
+                logger.exception("invocation %s failed unexpectedly", record.invocation_id)
+            raise
+        duration_ms = (time.perf_counter() - started) * 1000
+        result = _invoke_result(record, response, payload, duration_ms)
+        await self._log.finish(
+            record,
+            InvocationOutcome(
+                success=result.success,
+                completed_at=utc_now(),
+                duration_ms=duration_ms,
+                status_code=result.status_code,
+                response_payload=result.payload,
+                function_error=result.function_error,
+                executed_version=result.executed_version,
+                request_id=result.request_id,
+                error_message=_function_error_message(result),
+            ),
+        )
+        outcome = "success" if result.success else f"function_error:{result.function_error}"
+        audit.invocation(caller.label, transport, name, request.invocation_type, outcome, duration_ms)
+        return result
+
+    def _invoke_blocking(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        response = self._client.invoke(**arguments)
+        body = response.get("Payload")
+        return response, body.read() if body is not None else b""
+
+    async def _call(
+        self, work: Callable[[], T], mode: RetryMode, function_name: str, qualifier: str | None = None
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            try:
+                return await loop.run_in_executor(self._executor, work)
+            except Exception as error:
+                delay = self._retry.delay_before_retry(error, attempt, mode)
+                if delay is None:
+                    raise translate_error(error, function_name, qualifier) from error
+                attempt += 1
+                logger.info(
+                    "retrying %s in %.2fs after %s (retry %d of %d)",
+                    function_name,
+                    delay,
+                    type(error).__name__,
+                    attempt,
+                    self._retry.max_retries,
+                )
+                await self._sleep(delay)
+
+
+def _check_qualifier(qualifier: str) -> None:
+    if not (_ALIAS.match(qualifier) or _VERSION.match(qualifier)):
+        raise InvalidRequest("qualifier must be $LATEST, a version number or an alias name")
+
+
+def _invoke_arguments(request: InvokeRequest) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "FunctionName": request.function_name,
+        "InvocationType": request.invocation_type,
+        "Payload": request.payload,
+    }
+    if request.invocation_type == "RequestResponse":
+        arguments["LogType"] = "Tail"
+    if request.qualifier:
+        arguments["Qualifier"] = request.qualifier
+    if request.client_context:
+        arguments["ClientContext"] = request.client_context
+    return arguments
+
+
+def _invoke_result(
+    record: InvocationStart, response: dict[str, Any], payload: bytes, duration_ms: float
+) -> InvokeResult:
+    log_result = response.get("LogResult")
+    return InvokeResult(
+        invocation_id=record.invocation_id,
+        function_name=record.function_name,
+        invocation_type=record.invocation_type,
+        status_code=int(response.get("StatusCode", 0)),
+        payload=payload.decode("utf-8", errors="replace"),
+        function_error=response.get("FunctionError") or None,
+        log_result=base64.b64decode(log_result).decode("utf-8", errors="replace") if log_result else None,
+        executed_version=response.get("ExecutedVersion") or None,
+        request_id=response.get("ResponseMetadata", {}).get("RequestId") or None,
+        duration_ms=duration_ms,
+    )
+
+
+def _function_error_message(result: InvokeResult) -> str | None:
+    if result.function_error is None:
+        return None
+    try:
+        message = json.loads(result.payload).get("errorMessage")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message) if message is not None else result.function_error
+
+
+def _function_info(data: dict[str, Any]) -> FunctionInfo:
+    return FunctionInfo(
+        function_name=data.get("FunctionName", ""),
+        function_arn=data.get("FunctionArn", ""),
+        runtime=data.get("Runtime", "") or "",
+        role=data.get("Role", ""),
+        handler=data.get("Handler", "") or "",
+        code_size=int(data.get("CodeSize", 0) or 0),
+        description=data.get("Description", "") or "",
+        timeout=int(data.get("Timeout", 0) or 0),
+        memory_size=int(data.get("MemorySize", 0) or 0),
+        last_modified=data.get("LastModified", "") or "",
+        version=data.get("Version", "") or "",
+        state=data.get("State", "") or "",
+        architectures=tuple(data.get("Architectures", ()) or ()),
+    )
+
+
+def encode_client_context(context: dict[str, Any]) -> str:
+    """Lambda's ClientContext: base64 of the JSON object."""
+    return base64.b64encode(json.dumps(context, separators=(",", ":")).encode()).decode()
