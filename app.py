@@ -64,6 +64,7 @@ class Module:
     settings: Settings
     database: Database
     clients: ClientStore
+    invocation_log: InvocationLog
     authenticator: Authenticator
     service: LambdaService
 
@@ -79,11 +80,13 @@ async def build_module(settings: Settings, lambda_client: Any = None) -> Module:
     clients = ClientStore(database)
     await _prepare_clients(settings, clients)
     client = lambda_client if lambda_client is not None else build_lambda_client(settings)
-    service = LambdaService(settings, client, InvocationLog(database))
+    invocation_log = InvocationLog(database)
+    service = LambdaService(settings, client, invocation_log)
     return Module(
         settings=settings,
         database=database,
         clients=clients,
+        invocation_log=invocation_log,
         authenticator=Authenticator(settings, clients),
         service=service,
     )

@@ -1,0 +1,145 @@
+"""Fixtures that build real settings, databases, modules and apps for the tests."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from app import Module, build_module, create_app
+from config import Settings, load_settings
+from models import connect
+
+TEST_SECRET_KEY = "test-secret-key-" + "k" * 64
+TEST_CLIENT_ID = "test-client"
+TEST_CLIENT_SECRET = "test-client-secret-0123456789"
+AWS_REGION = "us-east-1"
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture(autouse=True)
+def _aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake AWS credentials, so that no test can reach a real account or wait on instance metadata."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_REGION)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_LAMBDA"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _reset_postgres(url: str) -> None:
+    db = connect("postgres3://" + url.split("://", 1)[1])
+    db.executesql("DROP TABLE IF EXISTS lambda_invocations, api_clients;")
+    db.commit()
+    db.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: SQLite always, PostgreSQL when TEST_DATABASE_URL is set."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/lambda_action.sqlite"
+    if not POSTGRES_URL:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    _reset_postgres(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite database, for tests whose subject is not the database."""
+    return f"sqlite:///{tmp_path}/lambda_action.sqlite"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, sqlite_url: str) -> SettingsFactory:
+    """Build Settings the way the module does, from environment variables (overrides as keyword arguments)."""
+
+    def factory(**overrides: str) -> Settings:
+        environ = {
+            "MODULE_SECRET_KEY": TEST_SECRET_KEY,
+            "DATABASE_URL": sqlite_url,
+            "LOG_DIR": str(tmp_path / "logs"),
+            "AWS_REGION": AWS_REGION,
+            "RETRY_DELAY": "0.01",
+            "LAMBDA_TIMEOUT": "30",
+            "BOOTSTRAP_CLIENT_ID": TEST_CLIENT_ID,
+            "BOOTSTRAP_CLIENT_SECRET": TEST_CLIENT_SECRET,
+        }
+        environ.update(overrides)
+        return load_settings(environ)
+
+    return factory
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    """moto's AWS, without Docker (moto then echoes the payload instead of running the handler)."""
+    with mock_aws(config={"lambda": {"use_docker": False}}):
+        yield
+
+
+def _handler_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", "def lambda_handler(event, context):\n    return event\n")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def create_function(aws: None) -> Callable[..., dict]:
+    """Create a function in moto; returns its configuration."""
+    iam = boto3.client("iam", region_name=AWS_REGION)
+    role = iam.create_role(RoleName="lambda-test-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    client = boto3.client("lambda", region_name=AWS_REGION)
+
+    def create(name: str, publish: bool = False, **extra: object) -> dict:
+        return client.create_function(
+            FunctionName=name,
+            Runtime="python3.12",
+            Role=role,
+            Handler="handler.lambda_handler",
+            Code={"ZipFile": _handler_zip()},
+            Publish=publish,
+            **extra,
+        )
+
+    return create
+
+
+@pytest.fixture
+async def module(make_settings: SettingsFactory, aws: None) -> AsyncIterator[Module]:
+    """The module built as main() builds it, against moto and a fresh SQLite database."""
+    built = await build_module(make_settings())
+    yield built
+    await built.close()
+
+
+@pytest.fixture
+async def client(module: Module):
+    """A test client of the real app over the `module` fixture, with start-up and shutdown hooks run."""
+    app = create_app(module.settings, module.service, module.authenticator)
+    async with app.test_app() as test_app:
+        yield test_app.test_client()
+
+
+async def issue_token(client, client_id: str = TEST_CLIENT_ID, client_secret: str = TEST_CLIENT_SECRET) -> str:
+    """A bearer token from POST /api/v1/token."""
+    response = await client.post("/api/v1/token", json={"client_id": client_id, "client_secret": client_secret})
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    return (await response.get_json())["token"]
+
+
+@pytest.fixture
+async def auth_headers(client) -> dict[str, str]:
+    """Authorization headers for the bootstrap test client."""
+    return {"Authorization": f"Bearer {await issue_token(client)}"}
