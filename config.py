@@ -40,7 +40,7 @@ class Settings:
     rest_port: int = 8080
     grpc_port: int = 50060
 
-    database_url: str = f"sqlite://{DEFAULT_SQLITE_PATH}"
+    database_url: str = field(default=f"sqlite://{DEFAULT_SQLITE_PATH}", repr=False)
     database_pool_size: int = 4
 
     module_secret_key: str = field(default="", repr=False)
@@ -137,7 +137,7 @@ class _Reader:
             raise SettingsError(f"{name}={number} must be at least {minimum}{upper}")
         return number
 
-    def number(self, name: str, default: float, minimum: float) -> float:
+    def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
         value = self.raw(name)
         if value is None:
             return default
@@ -145,8 +145,8 @@ class _Reader:
             number = float(value)
         except ValueError:
             raise SettingsError(f"{name}={value!r} is not a number") from None
-        if not number >= minimum:
-            raise SettingsError(f"{name}={value} must be at least {minimum}")
+        if not minimum <= number <= maximum:
+            raise SettingsError(f"{name}={value} must be between {minimum} and {maximum}")
         return number
 
     def boolean(self, name: str, default: bool) -> bool:
@@ -218,10 +218,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if bootstrap_secret and len(bootstrap_secret) < 16:
         raise SettingsError("BOOTSTRAP_CLIENT_SECRET must be at least 16 characters long")
 
-    allowed_services = tuple(
-        name.strip() for name in reader.text("ALLOWED_SERVICES", "router_module").split(",") if name.strip()
-    )
-    # An empty LAMBDA_FUNCTION_PREFIX is meaningful (it turns the guard off), so only absence means default.
+    # An empty ALLOWED_SERVICES or LAMBDA_FUNCTION_PREFIX is meaningful (no service tokens; no prefix guard),
+    # so for these two only absence means the default.
+    services = environ.get("ALLOWED_SERVICES", "router_module")
+    allowed_services = tuple(name.strip() for name in services.split(",") if name.strip())
     prefix = environ.get("LAMBDA_FUNCTION_PREFIX")
     prefix = "waddlebot-" if prefix is None else prefix.strip()
 
@@ -245,10 +245,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         lambda_memory_size=reader.integer("LAMBDA_MEMORY_SIZE", 512, 128, 10240),
         max_concurrent_requests=reader.integer("MAX_CONCURRENT_REQUESTS", 100, 1, 10000),
         max_retries=reader.integer("MAX_RETRIES", 3, 0, 10),
-        retry_delay=reader.number("RETRY_DELAY", 1.0, 0.0),
+        retry_delay=reader.number("RETRY_DELAY", 1.0, 0.0, 60.0),
         max_batch_size=reader.integer("MAX_BATCH_SIZE", 50, 1, 1000),
         max_batch_concurrency=reader.integer("MAX_BATCH_CONCURRENCY", 10, 1, 1000),
-        shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 30.0, 0.0),
+        shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 30.0, 0.0, 3600.0),
         log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         log_dir=reader.text("LOG_DIR", "./logs"),
         enable_syslog=reader.boolean("ENABLE_SYSLOG", False),

@@ -102,12 +102,16 @@ def _http_error(error: HTTPException) -> Response:
     message = error.description or error.name
     if status == 415:
         message = "send the body as JSON with Content-Type: application/json"
+    elif status == 400:
+        # Quart raises a bare 400 when the body is not valid JSON.
+        message = "the request body is not valid JSON"
     code = _HTTP_CODES.get(status, error.name.replace(" ", ""))
     return _error_response({"success": False, "error": message, "code": code}, status)
 
 
 def _unexpected_error(error: Exception) -> Response:
-    logger.exception("unexpected error answering a request")
+    # Quart runs this synchronous handler on a worker thread, outside the `except` block: pass the error itself.
+    logger.error("unexpected error answering a request", exc_info=error)
     return _error_response({"success": False, "error": "internal error", "code": "InternalError"}, _INTERNAL_STATUS)
 
 

@@ -7,16 +7,21 @@ import logging
 audit_logger = logging.getLogger("lambda_action.audit")
 
 
+def _field(text: str) -> str:
+    """A caller-supplied value as one audit field: as is when plain, else quoted with escapes (no line breaks)."""
+    return text if text.isascii() and text.isprintable() and " " not in text else ascii(text)
+
+
 def authentication(principal: str, source: str, *, ok: bool, reason: str) -> None:
     """One authentication attempt: a token issued or refused, or a bearer token refused."""
     level = logging.INFO if ok else logging.WARNING
     outcome = "success" if ok else "failure"
-    audit_logger.log(level, "AUTH %s principal=%s source=%s reason=%s", outcome, principal, source, reason)
+    audit_logger.log(level, "AUTH %s principal=%s source=%s reason=%s", outcome, _field(principal), source, reason)
 
 
 def denied(caller: str, function_name: str, reason: str) -> None:
     """A request refused because the caller may not reach the function."""
-    audit_logger.warning("DENIED caller=%s function=%s reason=%s", caller, function_name, reason)
+    audit_logger.warning("DENIED caller=%s function=%s reason=%s", _field(caller), _field(function_name), reason)
 
 
 def invocation(
@@ -25,9 +30,9 @@ def invocation(
     """One invocation and how it ended."""
     audit_logger.info(
         "INVOKE caller=%s transport=%s function=%s type=%s outcome=%s duration_ms=%.1f",
-        caller,
+        _field(caller),
         transport,
-        function_name,
+        _field(function_name),
         invocation_type,
         outcome,
         duration_ms,

@@ -33,9 +33,9 @@ class Database:
         self.url = url
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="database")
         self._local = threading.local()
+        self._closed = False
         self._main_db = self._open()
         create_schema(self._main_db)
-        self._closed = False
 
     @property
     def engine(self) -> str:
@@ -59,6 +59,8 @@ class Database:
 
     async def run(self, work: Callable[[DAL], T]) -> T:
         """Run `work(db)` on a database thread as one transaction."""
+        if self._closed:
+            raise DatabaseUnavailable("the database connection is closed (the module is shutting down)")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._run_in_thread, work)
 

@@ -1,0 +1,199 @@
+"""Client secrets and tokens: hashing, issuing, and turning bearer tokens into callers, over a real database."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import jwt
+import pytest
+
+from config import Settings
+from services.auth import Authenticator, hash_secret, new_secret, verify_secret
+from services.clients import ClientStore
+from services.database import Database
+from services.domain import Caller
+from services.errors import Unauthenticated
+from tests.conftest import TEST_SECRET_KEY, SettingsFactory
+
+SECRET = "a-client-secret-of-some-length"
+EXPIRATION = 120
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory, database_url: str) -> Settings:
+    return make_settings(DATABASE_URL=database_url, JWT_EXPIRATION_SECONDS=str(EXPIRATION))
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[ClientStore]:
+    database = Database(settings.database_url, 2)
+    yield ClientStore(database)
+    database.close()
+
+
+@pytest.fixture
+async def authenticator(settings: Settings, store: ClientStore) -> Authenticator:
+    await store.save("bot-client", hash_secret(SECRET), ("waddlebot-a*",))
+    return Authenticator(settings, store)
+
+
+def _encode(claims: dict, key: str = TEST_SECRET_KEY, algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, key, algorithm)
+
+
+def _fresh_claims(**claims) -> dict:
+    now = int(time.time())
+    return {"iat": now, "exp": now + 60, **claims}
+
+
+def test_a_secret_verifies_against_its_hash():
+    hashed = hash_secret(SECRET)
+    assert verify_secret(SECRET, hashed)
+    assert SECRET not in hashed
+    assert hashed.startswith("scrypt$")
+
+
+def test_hashes_are_salted():
+    assert hash_secret(SECRET) != hash_secret(SECRET)
+
+
+def test_a_wrong_secret_does_not_verify():
+    hashed = hash_secret(SECRET)
+    assert not verify_secret(SECRET + "x", hashed)
+    assert not verify_secret("", hashed)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "",
+        "not-a-hash",
+        "scrypt$16384$8$1$onlyfive",
+        "bcrypt$16384$8$1$c2FsdA==$ZGlnZXN0",
+        "scrypt$many$8$1$c2FsdA==$ZGlnZXN0",
+        "scrypt$16384$8$1$!!!$ZGlnZXN0",
+        "scrypt$16384$8$1$c2FsdA==$ZGlnZXN0$extra",
+        "scrypt$3$8$1$c2FsdA==$ZGlnZXN0",
+    ],
+)
+def test_a_malformed_hash_does_not_verify(stored):
+    assert verify_secret(SECRET, stored) is False
+
+
+def test_new_secrets_are_long_and_different():
+    assert len(new_secret()) >= 32
+    assert new_secret() != new_secret()
+
+
+async def test_issued_token_names_the_client_and_expires_after_the_configured_time(authenticator: Authenticator):
+    before = int(time.time())
+    issued = await authenticator.issue_token("bot-client", SECRET, "127.0.0.1")
+    after = int(time.time())
+    assert issued.expires_in == EXPIRATION
+    assert issued.token_type == "Bearer"
+    claims = jwt.decode(issued.token, TEST_SECRET_KEY, algorithms=["HS256"])
+    assert claims["sub"] == "bot-client"
+    assert before <= claims["iat"] <= after
+    assert claims["exp"] == claims["iat"] + EXPIRATION
+    assert jwt.get_unverified_header(issued.token)["alg"] == "HS256"
+
+
+async def test_an_issued_token_authenticates_as_the_client_with_its_patterns(authenticator: Authenticator):
+    issued = await authenticator.issue_token("bot-client", SECRET, "127.0.0.1")
+    caller = await authenticator.authenticate(issued.token, "127.0.0.1")
+    assert caller == Caller(kind="client", name="bot-client", allowed_patterns=("waddlebot-a*",))
+
+
+async def test_wrong_secret_and_unknown_client_are_refused_alike(authenticator: Authenticator):
+    with pytest.raises(Unauthenticated) as wrong_secret:
+        await authenticator.issue_token("bot-client", SECRET + "x", "127.0.0.1")
+    with pytest.raises(Unauthenticated) as unknown_client:
+        await authenticator.issue_token("nobody-here", SECRET, "127.0.0.1")
+    assert wrong_secret.value.message == unknown_client.value.message
+    assert "bot-client" not in wrong_secret.value.message
+
+
+async def test_a_disabled_client_gets_no_token(authenticator: Authenticator, store: ClientStore):
+    await store.set_active("bot-client", False)
+    with pytest.raises(Unauthenticated) as disabled:
+        await authenticator.issue_token("bot-client", SECRET, "127.0.0.1")
+    with pytest.raises(Unauthenticated) as unknown:
+        await authenticator.issue_token("nobody-here", SECRET, "127.0.0.1")
+    assert disabled.value.message == unknown.value.message
+
+
+async def test_a_disabled_clients_existing_token_is_refused(
+    authenticator: Authenticator, store: ClientStore, settings: Settings
+):
+    issued = await authenticator.issue_token("bot-client", SECRET, "127.0.0.1")
+    await store.set_active("bot-client", False)
+    # A fresh authenticator, as after the client cache's lifetime, asks the database again.
+    with pytest.raises(Unauthenticated):
+        await Authenticator(settings, store).authenticate(issued.token, "127.0.0.1")
+    await store.set_active("bot-client", True)
+    caller = await Authenticator(settings, store).authenticate(issued.token, "127.0.0.1")
+    assert caller.name == "bot-client"
+
+
+async def test_a_token_for_a_client_that_does_not_exist_is_refused(authenticator: Authenticator):
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(_encode(_fresh_claims(sub="nobody-here")), "127.0.0.1")
+
+
+@pytest.mark.parametrize("token", [None, "", "garbage", "a.b.c"])
+async def test_missing_or_garbage_tokens_are_refused(authenticator: Authenticator, token):
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(token, "127.0.0.1")
+
+
+async def test_a_token_signed_with_another_key_is_refused(authenticator: Authenticator):
+    token = _encode(_fresh_claims(sub="bot-client"), key="another-key-" + "x" * 64)
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(token, "127.0.0.1")
+
+
+async def test_an_unsigned_token_is_refused(authenticator: Authenticator):
+    token = jwt.encode(_fresh_claims(sub="bot-client"), None, algorithm="none")
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(token, "127.0.0.1")
+
+
+async def test_a_token_signed_with_hs512_is_refused(authenticator: Authenticator):
+    token = _encode(_fresh_claims(sub="bot-client"), algorithm="HS512")
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(token, "127.0.0.1")
+
+
+async def test_an_expired_token_is_refused(authenticator: Authenticator):
+    now = int(time.time())
+    token = _encode({"sub": "bot-client", "iat": now - 3600, "exp": now - 60})
+    with pytest.raises(Unauthenticated, match="expired"):
+        await authenticator.authenticate(token, "127.0.0.1")
+
+
+async def test_a_token_without_exp_or_iat_is_refused(authenticator: Authenticator):
+    now = int(time.time())
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(_encode({"sub": "bot-client", "iat": now}), "127.0.0.1")
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(_encode({"sub": "bot-client", "exp": now + 60}), "127.0.0.1")
+
+
+async def test_an_allowed_service_token_authenticates_as_the_service(authenticator: Authenticator):
+    caller = await authenticator.authenticate(_encode(_fresh_claims(service="router_module")), "10.0.0.5")
+    assert caller == Caller(kind="service", name="router_module")
+
+
+@pytest.mark.parametrize("service", ["other", "", 42, ["router_module"]])
+async def test_other_service_tokens_are_refused(authenticator: Authenticator, service):
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(_encode(_fresh_claims(service=service, sub="bot-client")), "10.0.0.5")
+
+
+async def test_allowed_services_come_from_the_settings(make_settings: SettingsFactory, store: ClientStore):
+    authenticator = Authenticator(make_settings(ALLOWED_SERVICES="scheduler"), store)
+    caller = await authenticator.authenticate(_encode(_fresh_claims(service="scheduler")), "10.0.0.5")
+    assert caller == Caller(kind="service", name="scheduler")
+    with pytest.raises(Unauthenticated):
+        await authenticator.authenticate(_encode(_fresh_claims(service="router_module")), "10.0.0.5")

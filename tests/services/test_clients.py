@@ -1,0 +1,104 @@
+"""ClientStore over a real database: save, get, list, enable and disable, replace the secret."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from config import normalize_database_url
+from services.clients import ClientStore, validate_patterns
+from services.database import Database
+from services.errors import InvalidRequest
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[ClientStore]:
+    database = Database(normalize_database_url(database_url), 2)
+    yield ClientStore(database)
+    database.close()
+
+
+async def test_save_creates_a_client_that_get_returns(store: ClientStore):
+    created = await store.save("bot-one", "hash-1", ("waddlebot-a*", "waddlebot-b?"), "the first bot")
+    assert created is True
+    client = await store.get("bot-one")
+    assert client is not None
+    assert client.client_id == "bot-one"
+    assert client.secret_hash == "hash-1"
+    assert client.active is True
+    assert client.allowed_patterns == ("waddlebot-a*", "waddlebot-b?")
+    assert client.description == "the first bot"
+    assert client.created_at is not None
+
+
+async def test_get_of_an_unknown_client_is_none(store: ClientStore):
+    assert await store.get("nobody-here") is None
+
+
+async def test_saving_again_replaces_secret_patterns_description_and_re_enables(store: ClientStore):
+    await store.save("bot-one", "hash-1", ("waddlebot-a*",), "old")
+    first = await store.get("bot-one")
+    await store.set_active("bot-one", False)
+
+    created = await store.save("bot-one", "hash-2")
+
+    assert created is False
+    client = await store.get("bot-one")
+    assert client.secret_hash == "hash-2"
+    assert client.allowed_patterns == ()
+    assert client.description == ""
+    assert client.active is True
+    assert client.created_at == first.created_at
+    assert len(await store.list()) == 1
+
+
+async def test_list_returns_every_client_in_id_order(store: ClientStore):
+    assert await store.list() == []
+    for client_id in ("charlie", "alpha", "bravo"):
+        await store.save(client_id, f"hash-{client_id}")
+    clients = await store.list()
+    assert [client.client_id for client in clients] == ["alpha", "bravo", "charlie"]
+    assert [client.secret_hash for client in clients] == ["hash-alpha", "hash-bravo", "hash-charlie"]
+
+
+async def test_set_active_disables_and_enables(store: ClientStore):
+    await store.save("bot-one", "hash-1")
+    assert await store.set_active("bot-one", False) is True
+    assert (await store.get("bot-one")).active is False
+    assert [client.active for client in await store.list()] == [False]
+    assert await store.set_active("bot-one", True) is True
+    assert (await store.get("bot-one")).active is True
+
+
+async def test_set_secret_hash_replaces_only_the_secret(store: ClientStore):
+    await store.save("bot-one", "hash-1", ("waddlebot-*",), "kept")
+    assert await store.set_secret_hash("bot-one", "hash-2") is True
+    client = await store.get("bot-one")
+    assert client.secret_hash == "hash-2"
+    assert client.allowed_patterns == ("waddlebot-*",)
+    assert client.description == "kept"
+
+
+async def test_changes_to_an_unknown_client_report_false(store: ClientStore):
+    assert await store.set_active("nobody-here", False) is False
+    assert await store.set_secret_hash("nobody-here", "hash") is False
+    assert await store.list() == []
+
+
+@pytest.mark.parametrize("client_id", ["ab", "has space", "semi;colon", "x" * 129, ""])
+async def test_badly_formed_client_ids_are_refused(store: ClientStore, client_id):
+    with pytest.raises(InvalidRequest):
+        await store.save(client_id, "hash")
+    assert await store.list() == []
+
+
+@pytest.mark.parametrize("pattern", ["", "a,b", "name with space", "../x", "x" * 129])
+async def test_badly_formed_patterns_are_refused(store: ClientStore, pattern):
+    with pytest.raises(InvalidRequest):
+        await store.save("bot-one", "hash", (pattern,))
+    assert await store.get("bot-one") is None
+
+
+def test_well_formed_patterns_are_accepted():
+    assert validate_patterns(["waddlebot-*", "fn_[ab]?", "[!x]*"]) == ("waddlebot-*", "fn_[ab]?", "[!x]*")
