@@ -31,6 +31,7 @@ from services.errors import (
     InvalidRequest,
     PayloadTooLarge,
     ServiceError,
+    UpstreamTimeout,
 )
 from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, utc_now
 from services.lambda_client import CONTROL_PLANE_THREADS, RetryMode, RetryPolicy, translate_error
@@ -45,6 +46,9 @@ MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
 MAX_ASYNC_PAYLOAD_BYTES = 1024 * 1024
 MAX_CLIENT_CONTEXT_BYTES = 3583
 MAX_LIST_PAGE = 50
+# The client's read timeout is sized for invocations (LAMBDA_TIMEOUT and more); listing and describing
+# functions must not keep a caller that long.
+CONTROL_PLANE_TIMEOUT_SECONDS = 30.0
 # Upper bound on Lambda pages read to fill one filtered page of ListFunctions.
 _MAX_LIST_ROUNDS = 10
 
@@ -71,11 +75,13 @@ class LambdaService:
         invocation_log: InvocationLog,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        control_plane_timeout: float = CONTROL_PLANE_TIMEOUT_SECONDS,
     ) -> None:
         self._settings = settings
         self._client = lambda_client
         self._log = invocation_log
         self._sleep = sleep
+        self._control_plane_timeout = control_plane_timeout
         self._retry = RetryPolicy(max_retries=settings.max_retries, base_delay=settings.retry_delay)
         self._prefix = settings.lambda_function_prefix
         self._max_in_flight = settings.max_concurrent_requests
@@ -161,7 +167,7 @@ class LambdaService:
             arguments: dict[str, Any] = {"MaxItems": max_items - len(functions)}
             if marker:
                 arguments["Marker"] = marker
-            response = await self._call(lambda a=arguments: self._client.list_functions(**a), RetryMode.READ, "*")
+            response = await self._read(lambda a=arguments: self._client.list_functions(**a), "*")
             functions.extend(
                 _function_info(item)
                 for item in response.get("Functions", [])
@@ -181,8 +187,8 @@ class LambdaService:
         if qualifier:
             _check_qualifier(qualifier)
             arguments["Qualifier"] = qualifier
-        response = await self._call(
-            lambda: self._client.get_function_configuration(**arguments), RetryMode.READ, function_name, qualifier
+        response = await self._read(
+            lambda: self._client.get_function_configuration(**arguments), function_name, qualifier
         )
         return _function_info(response)
 
@@ -310,6 +316,17 @@ class LambdaService:
         response = self._client.invoke(**arguments)
         body = response.get("Payload")
         return response, body.read() if body is not None else b""
+
+    async def _read(self, work: Callable[[], T], function_name: str, qualifier: str | None = None) -> T:
+        """A control-plane call, retried as a read, within CONTROL_PLANE_TIMEOUT_SECONDS."""
+        try:
+            return await asyncio.wait_for(
+                self._call(work, RetryMode.READ, function_name, qualifier), self._control_plane_timeout
+            )
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"Lambda did not answer within {self._control_plane_timeout:g} s; retry shortly"
+            ) from None
 
     async def _call(
         self, work: Callable[[], T], mode: RetryMode, function_name: str, qualifier: str | None = None
