@@ -53,10 +53,6 @@ class Database:
             db = self._local.db = self._open()
         return db
 
-    def run_sync(self, work: Callable[[DAL], T]) -> T:
-        """Run `work(db)` in this thread as one transaction (for start-up and the command-line tool)."""
-        return self._transaction(self._main_db, work)
-
     async def run(self, work: Callable[[DAL], T]) -> T:
         """Run `work(db)` on a database thread as one transaction."""
         if self._closed:
@@ -65,14 +61,26 @@ class Database:
         return await loop.run_in_executor(self._executor, self._run_in_thread, work)
 
     def _run_in_thread(self, work: Callable[[DAL], T]) -> T:
-        db = self._thread_db()
+        had_connection = getattr(self._local, "db", None) is not None
         try:
-            return self._transaction(db, work)
+            return self._transaction(self._thread_db(), work)
         except DatabaseUnavailable:
-            # The connection may be broken (server restarted, network cut): open a new one next time.
-            self._local.db = None
-            _close_quietly(db)
+            self._drop_thread_db()
+            if not had_connection:
+                raise
+        # The thread's connection was stale (the server restarted, a proxy closed it): try once more on a new
+        # one. Writes are keyed by unique ids, so a repeated one cannot double a row.
+        try:
+            return self._transaction(self._thread_db(), work)
+        except DatabaseUnavailable:
+            self._drop_thread_db()
             raise
+
+    def _drop_thread_db(self) -> None:
+        db = getattr(self._local, "db", None)
+        self._local.db = None
+        if db is not None:
+            _close_quietly(db)
 
     @staticmethod
     def _transaction(db: DAL, work: Callable[[DAL], T]) -> T:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from config import normalize_database_url
+from models import connect
 from services.database import Database
 from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, utc_now
 
@@ -161,3 +162,25 @@ async def test_a_duplicate_start_reports_false(log: InvocationLog):
     assert await log.start(record) is False
     assert await log.finish(record, _outcome(record)) is True
     assert (await log.get(record.invocation_id))["success"] is True
+
+
+async def test_records_survive_a_postgresql_connection_cut_between_writes(database: Database, log: InvocationLog):
+    if database.engine != "postgres":
+        pytest.skip("cutting a server-side connection is a PostgreSQL test")
+    record = _start()
+    assert await log.start(record) is True
+    # Terminate every connection of the module (as a server restart would), between the two writes.
+    admin = connect(database.url)
+    try:
+        terminated = admin.executesql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'lambda-action' AND pid <> pg_backend_pid();"
+        )[0][0]
+    finally:
+        admin.close()
+    assert terminated >= 1
+
+    assert await log.finish(record, _outcome(record)) is True
+    row = await log.get(record.invocation_id)
+    assert row["success"] is True
+    assert row["completed_at"] is not None
