@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 from quart import Blueprint, ResponseReturnValue
-from quart_schema import validate_request
+from quart_schema import document_response, security_scheme_blueprint, validate_request
 
 from routes.context import app_services, authenticate_request, current_caller
-from routes.errors import describe_pydantic_errors, error_body, http_status_for
-from routes.schemas import BatchBody, InvokeAsyncBody, InvokeBody, invoke_reply, payload_bytes
+from routes.errors import describe_pydantic_errors
+from routes.schemas import (
+    BatchBody,
+    BatchReply,
+    InvokeAsyncBody,
+    InvokeAsyncReply,
+    InvokeBody,
+    InvokeReply,
+    batch_item_error,
+    invoke_reply,
+    payload_bytes,
+)
 from services.domain import InvokeRequest
 from services.errors import InvalidRequest, ServiceError
 
 blueprint = Blueprint("invoke", __name__)
 blueprint.before_request(authenticate_request)
+security_scheme_blueprint(blueprint, [{"bearer": []}])
 
 # RequestResponse answers 200; an accepted Event invocation answers 202 Accepted.
 _HTTP_STATUS_BY_TYPE = {"RequestResponse": 200, "Event": 202, "DryRun": 200}
@@ -21,6 +32,8 @@ _HTTP_STATUS_BY_TYPE = {"RequestResponse": 200, "Event": 202, "DryRun": 200}
 
 @blueprint.post("/api/v1/invoke")
 @validate_request(InvokeBody)
+@document_response(InvokeReply, 200)
+@document_response(InvokeReply, 202)
 async def invoke(data: InvokeBody) -> ResponseReturnValue:
     """Invoke a function; a function's own error answers 200 with success false and function_error."""
     result = await app_services().service.invoke(data.to_domain(), current_caller(), "rest")
@@ -29,32 +42,33 @@ async def invoke(data: InvokeBody) -> ResponseReturnValue:
 
 @blueprint.post("/api/v1/invoke-async")
 @validate_request(InvokeAsyncBody)
+@document_response(InvokeAsyncReply, 202)
 async def invoke_async(data: InvokeAsyncBody) -> ResponseReturnValue:
     """Queue an Event invocation and answer with Lambda's request id."""
     result = await app_services().service.invoke_async(
         data.function_name, payload_bytes(data.payload), current_caller(), "rest"
     )
-    return {
-        "success": result.success,
-        "status_code": result.status_code,
-        "request_id": result.request_id,
-        "invocation_id": result.invocation_id,
-    }, 202
+    reply = InvokeAsyncReply(
+        success=result.success,
+        status_code=result.status_code,
+        request_id=result.request_id,
+        invocation_id=result.invocation_id,
+    )
+    return reply, 202
 
 
 @blueprint.post("/api/v1/batch")
 @validate_request(BatchBody)
+@document_response(BatchReply, 200)
 async def batch(data: BatchBody) -> ResponseReturnValue:
     """Invoke many functions; one result per item, in order, each with its own success or error."""
     items = [_parse_item(index, item) for index, item in enumerate(data.invocations)]
     outcomes = await app_services().service.batch_invoke(items, current_caller(), "rest")
     results = [
-        {**error_body(outcome), "status_code": http_status_for(outcome)}
-        if isinstance(outcome, ServiceError)
-        else invoke_reply(outcome)
+        batch_item_error(outcome) if isinstance(outcome, ServiceError) else invoke_reply(outcome)
         for outcome in outcomes
     ]
-    return {"success": True, "results": results}
+    return BatchReply(results=results)
 
 
 def _parse_item(index: int, item: object) -> InvokeRequest | ServiceError:

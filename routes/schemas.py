@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from routes.errors import http_status_for
 from services.domain import FunctionInfo, FunctionPage, InvokeRequest, InvokeResult
+from services.errors import ServiceError
 from services.lambda_service import encode_client_context
 
 
@@ -67,6 +70,8 @@ class BatchBody(BaseModel):
 
 
 class InvokeReply(BaseModel):
+    """One invocation's result; `payload` is the function's response (its error object on a function error)."""
+
     success: bool
     status_code: int
     payload: Any = None
@@ -76,6 +81,61 @@ class InvokeReply(BaseModel):
     request_id: str | None = None
     invocation_id: str
     duration_ms: float
+
+
+class InvokeAsyncReply(BaseModel):
+    success: bool
+    status_code: int
+    request_id: str | None = None
+    invocation_id: str
+
+
+class ErrorReply(BaseModel):
+    """The one shape of every error."""
+
+    success: bool = False
+    error: str
+    code: str
+
+
+class BatchItemError(ErrorReply):
+    """A batch item that failed on its own; `status_code` is the HTTP status it would have had alone."""
+
+    status_code: int
+
+
+class BatchReply(BaseModel):
+    success: bool = True
+    results: list[InvokeReply | BatchItemError]
+
+
+class FunctionConfig(BaseModel):
+    """A function's configuration, without its environment variables (they may hold secrets)."""
+
+    function_name: str
+    function_arn: str
+    runtime: str
+    role: str
+    handler: str
+    code_size: int
+    description: str
+    timeout: int
+    memory_size: int
+    last_modified: str
+    version: str
+    state: str
+    architectures: list[str]
+
+
+class FunctionReply(BaseModel):
+    success: bool = True
+    function: FunctionConfig
+
+
+class FunctionPageReply(BaseModel):
+    success: bool = True
+    functions: list[FunctionConfig]
+    next_marker: str | None = None
 
 
 class ListQuery(BaseModel):
@@ -106,44 +166,31 @@ def rendered_payload(text: str) -> Any:
         return text
 
 
-def invoke_reply(result: InvokeResult) -> dict[str, Any]:
-    """The JSON of one invocation's result."""
-    return {
-        "success": result.success,
-        "status_code": result.status_code,
-        "payload": rendered_payload(result.payload),
-        "function_error": result.function_error,
-        "log_result": result.log_result,
-        "executed_version": result.executed_version,
-        "request_id": result.request_id,
-        "invocation_id": result.invocation_id,
-        "duration_ms": round(result.duration_ms, 3),
-    }
+def invoke_reply(result: InvokeResult) -> InvokeReply:
+    """The reply for one invocation's result."""
+    return InvokeReply(
+        success=result.success,
+        status_code=result.status_code,
+        payload=rendered_payload(result.payload),
+        function_error=result.function_error,
+        log_result=result.log_result,
+        executed_version=result.executed_version,
+        request_id=result.request_id,
+        invocation_id=result.invocation_id,
+        duration_ms=round(result.duration_ms, 3),
+    )
 
 
-def function_json(info: FunctionInfo) -> dict[str, Any]:
-    """The JSON of one function's configuration."""
-    return {
-        "function_name": info.function_name,
-        "function_arn": info.function_arn,
-        "runtime": info.runtime,
-        "role": info.role,
-        "handler": info.handler,
-        "code_size": info.code_size,
-        "description": info.description,
-        "timeout": info.timeout,
-        "memory_size": info.memory_size,
-        "last_modified": info.last_modified,
-        "version": info.version,
-        "state": info.state,
-        "architectures": list(info.architectures),
-    }
+def batch_item_error(error: ServiceError) -> BatchItemError:
+    """The reply for a batch item that failed on its own."""
+    return BatchItemError(error=error.message, code=error.code, status_code=http_status_for(error))
 
 
-def page_json(page: FunctionPage) -> dict[str, Any]:
-    """The JSON of one page of functions."""
-    return {
-        "success": True,
-        "functions": [function_json(info) for info in page.functions],
-        "next_marker": page.next_marker,
-    }
+def function_config(info: FunctionInfo) -> FunctionConfig:
+    """The reply for one function's configuration."""
+    return FunctionConfig(**{**dataclasses.asdict(info), "architectures": list(info.architectures)})
+
+
+def function_page(page: FunctionPage) -> FunctionPageReply:
+    """The reply for one page of functions."""
+    return FunctionPageReply(functions=[function_config(info) for info in page.functions], next_marker=page.next_marker)
