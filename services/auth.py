@@ -9,6 +9,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
@@ -27,6 +28,8 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _SCRYPT_LENGTH = 2**14, 8, 1, 32
 _BAD_CREDENTIALS = "invalid client_id or client_secret"
 # How long a client's active flag and patterns are trusted before the database is asked again.
 _CLIENT_CACHE_SECONDS = 10.0
+# How many (token, source) pairs are remembered so that only a token's first use is an audit line.
+_SEEN_TOKENS_KEPT = 10_000
 
 
 def new_secret() -> str:
@@ -79,6 +82,7 @@ class Authenticator:
         self._allowed_services = frozenset(settings.allowed_services)
         self._clients = clients
         self._client_cache: dict[str, tuple[float, ApiClient | None]] = {}
+        self._seen_tokens: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     async def issue_token(self, client_id: str, client_secret: str, source: str) -> IssuedToken:
         """Check a client's secret and issue a token; Unauthenticated when the pair is wrong."""
@@ -115,7 +119,7 @@ class Authenticator:
             if not isinstance(service, str) or service not in self._allowed_services:
                 audit.authentication(str(service), source, ok=False, reason="service not allowed")
                 raise Unauthenticated("invalid token: service not allowed")
-            logger.debug("authenticated service %s from %s", service, source)
+            self._record_success(token, f"service:{service}", source)
             return Caller(kind="service", name=service)
 
         client_id = claims.get("sub")
@@ -123,8 +127,20 @@ class Authenticator:
         if client is None or not client.active:
             audit.authentication(str(client_id), source, ok=False, reason="unknown or disabled client")
             raise Unauthenticated("invalid token: client unknown or disabled")
-        logger.debug("authenticated client %s from %s", client_id, source)
+        self._record_success(token, f"client:{client_id}", source)
         return Caller(kind="client", name=client_id, allowed_patterns=client.allowed_patterns)
+
+    def _record_success(self, token: str, principal: str, source: str) -> None:
+        # One audit line per token (and source) when first presented to this process, not one per request:
+        # every authenticated identity is on record without doubling the log of every invocation.
+        key = (token.rsplit(".", 1)[-1], source)
+        if key in self._seen_tokens:
+            self._seen_tokens.move_to_end(key)
+            return
+        self._seen_tokens[key] = None
+        if len(self._seen_tokens) > _SEEN_TOKENS_KEPT:
+            self._seen_tokens.popitem(last=False)
+        audit.authentication(principal, source, ok=True, reason="bearer token accepted")
 
     async def _cached_client(self, client_id: str) -> ApiClient | None:
         now = time.monotonic()

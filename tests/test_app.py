@@ -248,6 +248,10 @@ async def test_audit_lines_record_tokens_and_invocations_without_secrets(
     ), audit
     assert any(line.startswith("DENIED") and "function=other-fn" in line for line in audit), audit
     assert any(line.startswith("AUTH failure") and "invalid token" in line for line in audit), audit
+    # The token was presented twice from one address: one audit line for its first use, not one per request.
+    accepted = [line for line in audit if "bearer token accepted" in line]
+    assert len(accepted) == 1, audit
+    assert accepted[0].startswith(f"AUTH success principal=client:{TEST_CLIENT_ID} source=")
 
     everything = caplog.text + "\n".join(record.getMessage() for record in caplog.records)
     for secret in (TEST_CLIENT_SECRET, wrong_secret, token, token.split(".")[2], TEST_SECRET_KEY):
