@@ -35,7 +35,7 @@ from services.errors import (
 )
 from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, utc_now
 from services.lambda_client import CONTROL_PLANE_THREADS, RetryMode, RetryPolicy, translate_error
-from services.policy import check_access, may_reach
+from services.policy import bare_function_name, check_access, may_reach
 
 logger = logging.getLogger(__name__)
 
@@ -105,16 +105,25 @@ class LambdaService:
 
     async def invoke(self, request: InvokeRequest, caller: Caller, transport: Transport) -> InvokeResult:
         """Invoke one function; a function's own error is a result (success False), not a ServiceError."""
-        name = self._check_access(caller, request.function_name)
+        # Malformed requests are refused unrecorded; refusals of well-formed ones (not allowed, over the cap)
+        # are recorded, so the history shows every invocation someone asked for and why it did not run.
+        name = bare_function_name(request.function_name)
         self._validate(request)
-        if self._in_flight >= self._max_in_flight:
-            raise ConcurrencyLimitReached(
-                f"this module has {self._max_in_flight} invocations in flight (MAX_CONCURRENT_REQUESTS); retry shortly",
-                retry_after=1.0,
-            )
+        record = _start_record(request, name, caller, transport)
+        try:
+            self._check_access(caller, request.function_name)
+            if self._in_flight >= self._max_in_flight:
+                raise ConcurrencyLimitReached(
+                    f"this module has {self._max_in_flight} invocations in flight (MAX_CONCURRENT_REQUESTS); "
+                    "retry shortly",
+                    retry_after=1.0,
+                )
+        except ServiceError as error:
+            await self._record_failure(record, error, 0.0)
+            raise
         self._in_flight += 1
         # The invocation runs as its own task: if the caller goes away, Lambda's answer is still recorded.
-        task = asyncio.ensure_future(self._run_invocation(request, name, caller, transport))
+        task = asyncio.ensure_future(self._run_invocation(request, record))
         self._running.add(task)
         task.add_done_callback(self._invocation_done)
         return await asyncio.shield(task)
@@ -246,50 +255,18 @@ class LambdaService:
             # Retrieve the error so that an invocation whose caller left does not warn about it.
             task.exception()
 
-    async def _run_invocation(
-        self, request: InvokeRequest, name: str, caller: Caller, transport: Transport
-    ) -> InvokeResult:
+    async def _run_invocation(self, request: InvokeRequest, record: InvocationStart) -> InvokeResult:
         started = time.perf_counter()
-        record = InvocationStart(
-            invocation_id=uuid.uuid4().hex,
-            function_name=name,
-            invocation_type=request.invocation_type,
-            payload=request.payload.decode("utf-8", errors="replace"),
-            alias=request.alias,
-            version=request.version,
-            caller=caller.label,
-            transport=transport,
-            invoked_at=utc_now(),
-        )
         await self._log.start(record)
         arguments = _invoke_arguments(request)
         mode = RetryMode.INVOKE_EVENT if request.invocation_type == "Event" else RetryMode.INVOKE_SYNC
         try:
             response, payload = await self._call(
-                lambda: self._invoke_blocking(arguments), mode, name, request.qualifier
+                lambda: self._invoke_blocking(arguments), mode, record.function_name, request.qualifier
             )
         except Exception as error:
-            duration_ms = (time.perf_counter() - started) * 1000
-            known = isinstance(error, ServiceError)
-            await self._log.finish(
-                record,
-                InvocationOutcome(
-                    success=False,
-                    completed_at=utc_now(),
-                    duration_ms=duration_ms,
-                    error_message=error.message if known else "internal error",
-                    error_code=error.code if known else "InternalError",
-                ),
-            )
-            audit.invocation(
-                caller.label,
-                transport,
-                name,
-                request.invocation_type,
-                error.code if known else "InternalError",
-                duration_ms,
-            )
-            if not known:
+            await self._record_failure(record, error, (time.perf_counter() - started) * 1000)
+            if not isinstance(error, ServiceError):
                 logger.exception("invocation %s failed unexpectedly", record.invocation_id)
             raise
         duration_ms = (time.perf_counter() - started) * 1000
@@ -309,8 +286,28 @@ class LambdaService:
             ),
         )
         outcome = "success" if result.success else f"function_error:{result.function_error}"
-        audit.invocation(caller.label, transport, name, request.invocation_type, outcome, duration_ms)
+        audit.invocation(
+            record.caller, record.transport, record.function_name, record.invocation_type, outcome, duration_ms
+        )
         return result
+
+    async def _record_failure(self, record: InvocationStart, error: Exception, duration_ms: float) -> None:
+        """Complete the record (or write it whole) for an invocation that ended in `error`."""
+        known = isinstance(error, ServiceError)
+        code = error.code if known else "InternalError"
+        await self._log.finish(
+            record,
+            InvocationOutcome(
+                success=False,
+                completed_at=utc_now(),
+                duration_ms=duration_ms,
+                error_message=error.message if known else "internal error",
+                error_code=code,
+            ),
+        )
+        audit.invocation(
+            record.caller, record.transport, record.function_name, record.invocation_type, code, duration_ms
+        )
 
     def _invoke_blocking(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         response = self._client.invoke(**arguments)
@@ -350,6 +347,20 @@ class LambdaService:
                     self._retry.max_retries,
                 )
                 await self._sleep(delay)
+
+
+def _start_record(request: InvokeRequest, name: str, caller: Caller, transport: Transport) -> InvocationStart:
+    return InvocationStart(
+        invocation_id=uuid.uuid4().hex,
+        function_name=name,
+        invocation_type=request.invocation_type,
+        payload=request.payload.decode("utf-8", errors="replace"),
+        alias=request.alias,
+        version=request.version,
+        caller=caller.label,
+        transport=transport,
+        invoked_at=utc_now(),
+    )
 
 
 def _check_qualifier(qualifier: str) -> None:

@@ -105,10 +105,16 @@ async def test_a_client_with_patterns_is_forbidden_functions_outside_them(client
     refused = await client.post("/api/v1/invoke", json={"function_name": "waddlebot-beta"}, headers=narrow_headers)
     assert refused.status_code == 403
     assert (await refused.get_json())["code"] == "Forbidden"
-    callers = await module.database.run(
-        lambda db: [(row.function_name, row.caller) for row in db(db.lambda_invocations).select()]
+    records = await module.database.run(
+        lambda db: [
+            (row.function_name, row.caller, row.success, row.error_code)
+            for row in db(db.lambda_invocations).select(orderby=db.lambda_invocations.id)
+        ]
     )
-    assert callers == [("waddlebot-alpha", "client:narrow-client")]
+    assert records == [
+        ("waddlebot-alpha", "client:narrow-client", True, None),
+        ("waddlebot-beta", "client:narrow-client", False, "Forbidden"),
+    ]
 
 
 async def test_an_empty_prefix_lets_every_function_through(make_settings: SettingsFactory, functions):

@@ -118,7 +118,9 @@ async def test_a_function_outside_the_prefix_is_forbidden(client, auth_headers, 
     response = await client.post("/api/v1/invoke", json={"function_name": name}, headers=auth_headers)
     body = await _error(response, 403, "Forbidden")
     assert "waddlebot-" in body["error"]
-    assert await _records(module) == []
+    # Refused, never sent, and on record as refused.
+    [record] = await _records(module)
+    assert (record["function_name"], record["success"], record["error_code"]) == ("other-echo", False, "Forbidden")
 
 
 @pytest.mark.parametrize("name", [f"{ECHO}:live", "waddlebot-bad name", "x" * 65])
@@ -239,7 +241,9 @@ async def test_a_batch_answers_each_item_in_order_with_its_own_error(client, aut
     assert results[5]["success"] is True
     assert results[5]["status_code"] == 202
     records = await _records(module)
-    assert sorted(json.loads(record["payload"])["item"] for record in records) == [0, 3, 5]
+    # The malformed items never became invocations; the forbidden one is on record as refused.
+    assert sorted(json.loads(record["payload"])["item"] for record in records) == [0, 2, 3, 5]
+    assert [record["error_code"] for record in records if not record["success"]] == ["Forbidden"]
 
 
 async def test_a_batch_over_max_batch_size_is_refused(client, auth_headers, echo, module):

@@ -274,14 +274,19 @@ async def test_event_payload_at_the_limit_is_sent(service: LambdaService, fake: 
     assert fake.calls("Invoke", ECHO)[0].body == payload
 
 
-async def test_function_outside_the_prefix_is_forbidden_and_never_sent(module: Module, fake: FakeLambda):
+async def test_function_outside_the_prefix_is_forbidden_never_sent_and_recorded(module: Module, fake: FakeLambda):
     fake.add_function("billing-export")
 
     with pytest.raises(Forbidden, match="waddlebot-"):
         await invoke(module.service, "billing-export", caller=ROUTER)
 
     assert fake.calls() == []
-    assert await records_of(module, "billing-export") == []
+    [record] = await records_of(module, "billing-export")
+    assert record["success"] is False
+    assert record["error_code"] == "Forbidden"
+    assert record["caller"] == "service:router_module"
+    assert record["status_code"] is None
+    assert record["completed_at"] is not None
 
 
 async def test_client_patterns_narrow_what_it_may_invoke(service: LambdaService, fake: FakeLambda):
@@ -472,13 +477,15 @@ async def test_concurrency_cap_refuses_at_once_and_recovers(make_module, fake: F
         await asyncio.to_thread(fake.wait_until_active, 2)
 
         with pytest.raises(ConcurrencyLimitReached) as raised:
-            await asyncio.wait_for(invoke(module.service), timeout=2)
+            await asyncio.wait_for(invoke(module.service, payload=b'{"n": 3}'), timeout=2)
         assert raised.value.retry_after is not None
         assert module.service.in_flight == 2
         assert len(fake.calls("Invoke")) == 2
     finally:
         gate.set()
     first, second = await asyncio.gather(*held)
+    refused = [record for record in await records_of(module, ECHO) if record["payload"] == '{"n": 3}']
+    assert [(record["success"], record["error_code"]) for record in refused] == [(False, "ConcurrencyLimitReached")]
 
     assert [json.loads(first.payload), json.loads(second.payload)] == [{"n": 1}, {"n": 2}]
     assert module.service.in_flight == 0
@@ -658,7 +665,8 @@ async def test_get_function_config_refuses_before_sending(service: LambdaService
 
 async def test_listing_and_describing_give_up_after_the_control_plane_timeout(module: Module, fake: FakeLambda):
     # The boto3 client waits LAMBDA_TIMEOUT and more for invocations; reads must not hold a caller that long.
-    service = LambdaService(module.settings, module.service._client, module.invocation_log, control_plane_timeout=0.3)
+    client = build_lambda_client(module.settings, endpoint_url=fake.url)
+    service = LambdaService(module.settings, client, module.invocation_log, control_plane_timeout=0.3)
     fake.control_plane_delay = 10
     try:
         with pytest.raises(UpstreamTimeout, match="did not answer"):
