@@ -86,14 +86,6 @@ def build_lambda_client(settings: Settings, endpoint_url: str | None = None):
     return session.client("lambda", endpoint_url=endpoint_url, config=botocore_config(settings))
 
 
-def has_credentials() -> bool:
-    """True when boto3's credential chain finds credentials (it may ask the instance metadata service)."""
-    try:
-        return boto3.session.Session().get_credentials() is not None
-    except Exception:
-        return False
-
-
 class RetryMode(enum.Enum):
     """What a failed call may be retried on."""
 
