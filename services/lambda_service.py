@@ -119,7 +119,8 @@ class LambdaService:
                     retry_after=1.0,
                 )
         except ServiceError as error:
-            await self._record_failure(record, error, 0.0)
+            # A Forbidden refusal already has its DENIED audit line; one line per denied request is enough.
+            await self._record_failure(record, error, 0.0, audited=isinstance(error, Forbidden))
             raise
         self._in_flight += 1
         # The invocation runs as its own task: if the caller goes away, Lambda's answer is still recorded.
@@ -291,7 +292,9 @@ class LambdaService:
         )
         return result
 
-    async def _record_failure(self, record: InvocationStart, error: Exception, duration_ms: float) -> None:
+    async def _record_failure(
+        self, record: InvocationStart, error: Exception, duration_ms: float, *, audited: bool = False
+    ) -> None:
         """Complete the record (or write it whole) for an invocation that ended in `error`."""
         known = isinstance(error, ServiceError)
         code = error.code if known else "InternalError"
@@ -305,9 +308,10 @@ class LambdaService:
                 error_code=code,
             ),
         )
-        audit.invocation(
-            record.caller, record.transport, record.function_name, record.invocation_type, code, duration_ms
-        )
+        if not audited:
+            audit.invocation(
+                record.caller, record.transport, record.function_name, record.invocation_type, code, duration_ms
+            )
 
     def _invoke_blocking(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         response = self._client.invoke(**arguments)
