@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format proto clean
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The generated modules are committed (tests/proto checks they match the .proto); this remakes them.
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. proto/lambda_action.proto
 
 lint: install
 	$(BIN)/ruff check .

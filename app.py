@@ -1,4 +1,4 @@
-"""Wiring: the app factory, the module's services, logging, the server entry point and the client tool."""
+"""Wiring: the app factory, the gRPC server builder, the module's services, logging, serving, and the client tool."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import logging.handlers
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -13,12 +14,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from quart import Quart
 from quart_schema import QuartSchema
 
-from config import MODULE_NAME, MODULE_VERSION, Settings, SettingsError, environment_with_dotenv, load_settings
+from config import (
+    MODULE_NAME,
+    MODULE_VERSION,
+    PROJECT_ROOT,
+    Settings,
+    SettingsError,
+    environment_with_dotenv,
+    load_settings,
+)
+from grpc_api.interceptor import SERVICE_NAME, ServiceInterceptor
+from grpc_api.servicer import LambdaActionServicer
+from proto import lambda_action_pb2_grpc
 from routes import functions, health, invoke, token
 from routes.context import EXTENSION_KEY, AppServices
 from routes.errors import register_error_handlers
@@ -37,6 +53,10 @@ MAX_REQUEST_BYTES = 16 * 1024 * 1024
 LOG_FILE_BYTES = 10 * 1024 * 1024
 LOG_FILE_BACKUPS = 5
 DEV_CLIENT_ID = "local-dev"
+# A worker that dies sooner than this after starting is not restarted: it would only die again (a bad port...).
+WORKER_MIN_UPTIME_SECONDS = 5.0
+# How long the parent waits, beyond the grace period, before it kills a worker that does not stop.
+WORKER_STOP_MARGIN_SECONDS = 10.0
 
 
 def create_app(settings: Settings, service: LambdaService, authenticator: Authenticator) -> Quart:
@@ -58,6 +78,53 @@ def create_app(settings: Settings, service: LambdaService, authenticator: Authen
 
 
 @dataclass
+class GrpcServer:
+    """The grpc.aio server with its health service, bound to `port`."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+
+    async def start(self) -> None:
+        """Start answering, and report the LambdaAction service ready."""
+        await self.server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Report NOT_SERVING, refuse new calls, and give calls under way `grace_seconds` to finish."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_seconds)
+
+
+def build_grpc_server(
+    settings: Settings, service: LambdaService, authenticator: Authenticator, *, reuse_port: bool = False
+) -> GrpcServer:
+    """The gRPC server on GRPC_PORT (0 picks a free one); build it inside the running loop, then `start()` it."""
+    options = [
+        ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+        # grpc shares ports by default; one process per port unless WORKERS asks, so a clash fails loudly.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+    ]
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(authenticator)], options=options)
+    lambda_action_pb2_grpc.add_LambdaActionServicer_to_server(LambdaActionServicer(service), server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    if settings.grpc_reflection:
+        names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    try:
+        port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
+    except RuntimeError as error:
+        raise OSError(f"cannot listen for gRPC on {host}:{settings.grpc_port}: {error}") from None
+    if port == 0:
+        raise OSError(f"cannot listen for gRPC on {host}:{settings.grpc_port} (is the port in use?)")
+    return GrpcServer(server=server, port=port, health=health)
+
+
+@dataclass
 class Module:
     """Everything one process serves with: built once, shared by every transport."""
 
@@ -74,11 +141,15 @@ class Module:
         await asyncio.to_thread(self.database.close)
 
 
-async def build_module(settings: Settings, lambda_client: Any = None) -> Module:
-    """Open the database, prepare clients, and build the services; `lambda_client` overrides boto3's."""
+async def build_module(settings: Settings, lambda_client: Any = None, *, prepare_clients: bool = True) -> Module:
+    """Open the database, prepare clients, and build the services; `lambda_client` overrides boto3's.
+
+    Workers started by a parent process skip `prepare_clients`: the parent did it once for all of them.
+    """
     database = await asyncio.to_thread(Database, settings.database_url, settings.database_pool_size)
     clients = ClientStore(database)
-    await _prepare_clients(settings, clients)
+    if prepare_clients:
+        await _prepare_clients(settings, clients)
     client = lambda_client if lambda_client is not None else build_lambda_client(settings)
     invocation_log = InvocationLog(database)
     service = LambdaService(settings, client, invocation_log)
@@ -161,32 +232,107 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.include_server_header = False
+    # Hypercorn sets SO_REUSEPORT on its sockets when it is told of more than one worker.
+    config.workers = settings.workers
     return config
 
 
-async def serve(settings: Settings) -> None:
-    """Serve the REST API until SIGTERM or SIGINT, then finish calls under way and stop."""
-    module = await build_module(settings)
-    app = create_app(settings, module.service, module.authenticator)
+async def serve(settings: Settings, *, worker: bool = False) -> None:
+    """Serve REST and gRPC on this loop until SIGTERM or SIGINT, then let calls under way finish and stop."""
+    module = await build_module(settings, prepare_clients=not worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    logger.info(
-        "%s %s starting: REST on %s:%s, Lambda backend %s (%s), database %s",
-        MODULE_NAME,
-        MODULE_VERSION,
-        settings.host,
-        settings.rest_port,
-        settings.lambda_backend,
-        module.service.endpoint_url,
-        settings.database_kind,
-    )
     try:
-        await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)
+        app = create_app(settings, module.service, module.authenticator)
+        grpc_server = build_grpc_server(settings, module.service, module.authenticator, reuse_port=settings.workers > 1)
+        await grpc_server.start()
+        logger.info(
+            "%s %s serving: REST on %s:%s, gRPC on port %s, Lambda backend %s (%s), database %s",
+            MODULE_NAME,
+            MODULE_VERSION,
+            settings.host,
+            settings.rest_port,
+            grpc_server.port,
+            settings.lambda_backend,
+            module.service.endpoint_url,
+            settings.database_kind,
+        )
+
+        async def drain_grpc() -> None:
+            await stop.wait()
+            logger.info("stopping: no new calls; calls under way have %gs to finish", settings.shutdown_grace_seconds)
+            await grpc_server.drain(settings.shutdown_grace_seconds)
+
+        grpc_drained = asyncio.ensure_future(drain_grpc())
+        try:
+            # Hypercorn stops listening when `stop` is set and waits up to its graceful timeout for requests.
+            await hypercorn_serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)
+            await grpc_drained
+        finally:
+            grpc_drained.cancel()
+            await grpc_server.server.stop(None)
     finally:
         await module.close()
         logger.info("%s stopped", MODULE_NAME)
+
+
+async def supervise(settings: Settings) -> int:
+    """WORKERS > 1: prepare once, run that many serving processes on shared ports, and pass SIGTERM on."""
+    database = await asyncio.to_thread(Database, settings.database_url, 1)
+    try:
+        await _prepare_clients(settings, ClientStore(database))
+    finally:
+        await asyncio.to_thread(database.close)
+    environment = dict(os.environ)
+    # Every worker must sign and check tokens with the same key, so a development key is made once, here.
+    environment["MODULE_SECRET_KEY"] = settings.module_secret_key
+    command = [sys.executable, str(PROJECT_ROOT / "app.py"), "serve", "--worker"]
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    workers: dict[int, asyncio.subprocess.Process] = {}
+    failed = False
+
+    async def keep_running(slot: int) -> None:
+        nonlocal failed
+        while not stop.is_set():
+            started = loop.time()
+            process = await asyncio.create_subprocess_exec(*command, env=environment)
+            workers[slot] = process
+            code = await process.wait()
+            if stop.is_set():
+                return
+            if loop.time() - started < WORKER_MIN_UPTIME_SECONDS:
+                logger.error("worker %d exited with %s right after starting; stopping all workers", slot, code)
+                failed = True
+                stop.set()
+                return
+            logger.warning("worker %d (pid %d) exited with %s; starting another", slot, process.pid, code)
+
+    logger.info(
+        "starting %d workers on REST port %s and gRPC port %s", settings.workers, settings.rest_port, settings.grpc_port
+    )
+    slots = [asyncio.ensure_future(keep_running(slot)) for slot in range(settings.workers)]
+    await stop.wait()
+    for process in workers.values():
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = settings.shutdown_grace_seconds + WORKER_STOP_MARGIN_SECONDS
+    for process in workers.values():
+        try:
+            await asyncio.wait_for(process.wait(), deadline)
+        except TimeoutError:
+            logger.error("worker pid %d did not stop within %gs; killing it", process.pid, deadline)
+            process.kill()
+            await process.wait()
+            failed = True
+    await asyncio.gather(*slots, return_exceptions=True)
+    failed = failed or any(process.returncode not in (0, None) for process in workers.values())
+    logger.info("%s stopped (%d workers)", MODULE_NAME, len(workers))
+    return 1 if failed else 0
 
 
 async def _clients_command(settings: Settings, arguments: argparse.Namespace) -> int:
@@ -229,7 +375,9 @@ async def _clients_command(settings: Settings, arguments: argparse.Namespace) ->
 def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="app.py", description="Lambda Action Module")
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="serve the API (the default)")
+    serve_command = commands.add_parser("serve", help="serve the API (the default)")
+    # Internal: a worker started by the parent process when WORKERS > 1.
+    serve_command.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     clients = commands.add_parser("clients", help="manage API clients").add_subparsers(dest="action", required=True)
     create = clients.add_parser("create", help="create a client and print its secret once")
     create.add_argument("client_id")
@@ -253,9 +401,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if arguments.command == "clients":
             return asyncio.run(_clients_command(settings, arguments))
-        asyncio.run(serve(settings))
+        worker = bool(getattr(arguments, "worker", False))
+        if settings.workers > 1 and not worker:
+            return asyncio.run(supervise(settings))
+        asyncio.run(serve(settings, worker=worker))
     except ServiceError as error:
         logger.error("%s", error.message)
+        return 1
+    except OSError as error:
+        logger.error("cannot serve: %s", error)
         return 1
     return 0
 

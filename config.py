@@ -39,6 +39,11 @@ class Settings:
     host: str = "0.0.0.0"
     rest_port: int = 8080
     grpc_port: int = 50060
+    # Processes serving both ports (SO_REUSEPORT); a parent process supervises them when more than one.
+    workers: int = 1
+    grpc_reflection: bool = True
+    # Room for Lambda's 6 MB payload plus the message around it; larger messages are RESOURCE_EXHAUSTED.
+    grpc_max_message_bytes: int = 7 * 1024 * 1024
 
     database_url: str = field(default=f"sqlite://{DEFAULT_SQLITE_PATH}", repr=False)
     database_pool_size: int = 4
@@ -84,6 +89,7 @@ class Settings:
             "environment": self.environment,
             "rest_port": self.rest_port,
             "grpc_port": self.grpc_port,
+            "workers": self.workers,
             "database": self.database_kind,
             "lambda_backend": self.lambda_backend,
             "aws_region": self.aws_region,
@@ -225,11 +231,20 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     prefix = environ.get("LAMBDA_FUNCTION_PREFIX")
     prefix = "waddlebot-" if prefix is None else prefix.strip()
 
+    rest_port = reader.integer("REST_PORT", 8080, 0, 65535)
+    grpc_port = reader.integer("GRPC_PORT", 50060, 0, 65535)
+    workers = reader.integer("WORKERS", 1, 1, 64)
+    if workers > 1 and 0 in (rest_port, grpc_port):
+        raise SettingsError("WORKERS > 1 needs fixed REST_PORT and GRPC_PORT: port 0 would give each worker its own")
+
     return Settings(
         environment=environment,
         host=reader.text("HOST", "0.0.0.0"),
-        rest_port=reader.integer("REST_PORT", 8080, 0, 65535),
-        grpc_port=reader.integer("GRPC_PORT", 50060, 0, 65535),
+        rest_port=rest_port,
+        grpc_port=grpc_port,
+        workers=workers,
+        grpc_reflection=reader.boolean("GRPC_REFLECTION", True),
+        grpc_max_message_bytes=reader.integer("GRPC_MAX_MESSAGE_BYTES", 7 * 1024 * 1024, 64 * 1024, 64 * 1024 * 1024),
         database_url=normalize_database_url(reader.raw("DATABASE_URL")),
         database_pool_size=reader.integer("DATABASE_POOL_SIZE", 4, 1, 64),
         module_secret_key=secret_key,

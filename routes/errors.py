@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from services.errors import (
     BackendNotConfigured,
     DatabaseUnavailable,
+    DeadlineExceeded,
     Forbidden,
     FunctionNotFound,
     InvalidRequest,
@@ -33,6 +34,7 @@ HTTP_STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     Throttled: 429,
     UpstreamError: 502,
     UpstreamTimeout: 504,
+    DeadlineExceeded: 504,
     BackendNotConfigured: 503,
     DatabaseUnavailable: 503,
 }

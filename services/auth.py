@@ -103,7 +103,8 @@ class Authenticator:
         if not token:
             audit.authentication("-", source, ok=False, reason="no token")
             raise Unauthenticated(
-                "missing bearer token: send 'Authorization: Bearer <token>' (get one from POST /api/v1/token)"
+                "missing bearer token: send 'Authorization: Bearer <token>' (over gRPC, as metadata or in the "
+                "message's token field); get one from POST /api/v1/token"
             )
         try:
             claims = jwt.decode(token, self._key, algorithms=[_ALGORITHM], options={"require": ["exp", "iat"]})

@@ -59,6 +59,10 @@ class UpstreamTimeout(ServiceError):
     """Lambda did not answer in time."""
 
 
+class DeadlineExceeded(ServiceError):
+    """The caller's deadline passed before the call could be sent to Lambda."""
+
+
 class BackendNotConfigured(ServiceError):
     """The module has no usable Lambda backend (no credentials, no endpoint)."""
 

@@ -27,6 +27,7 @@ from services.domain import (
 )
 from services.errors import (
     ConcurrencyLimitReached,
+    DeadlineExceeded,
     Forbidden,
     InvalidRequest,
     PayloadTooLarge,
@@ -103,8 +104,13 @@ class LambdaService:
         """Where the boto3 client sends its calls."""
         return str(self._client.meta.endpoint_url)
 
-    async def invoke(self, request: InvokeRequest, caller: Caller, transport: Transport) -> InvokeResult:
-        """Invoke one function; a function's own error is a result (success False), not a ServiceError."""
+    async def invoke(
+        self, request: InvokeRequest, caller: Caller, transport: Transport, *, deadline: float | None = None
+    ) -> InvokeResult:
+        """Invoke one function; a function's own error is a result (success False), not a ServiceError.
+
+        `deadline` is the caller's, as a `time.monotonic()` instant: no attempt is sent to Lambda after it.
+        """
         # Malformed requests are refused unrecorded; refusals of well-formed ones (not allowed, over the cap)
         # are recorded, so the history shows every invocation someone asked for and why it did not run.
         name = bare_function_name(request.function_name)
@@ -124,20 +130,31 @@ class LambdaService:
             raise
         self._in_flight += 1
         # The invocation runs as its own task: if the caller goes away, Lambda's answer is still recorded.
-        task = asyncio.ensure_future(self._run_invocation(request, record))
+        task = asyncio.ensure_future(self._run_invocation(request, record, deadline))
         self._running.add(task)
         task.add_done_callback(self._invocation_done)
         return await asyncio.shield(task)
 
     async def invoke_async(
-        self, function_name: str, payload: bytes, caller: Caller, transport: Transport
+        self,
+        function_name: str,
+        payload: bytes,
+        caller: Caller,
+        transport: Transport,
+        *,
+        deadline: float | None = None,
     ) -> InvokeResult:
         """Queue an Event invocation; the result carries Lambda's request id and status 202."""
         request = InvokeRequest(function_name=function_name, payload=payload, invocation_type="Event")
-        return await self.invoke(request, caller, transport)
+        return await self.invoke(request, caller, transport, deadline=deadline)
 
     async def batch_invoke(
-        self, requests: Sequence[InvokeRequest | ServiceError], caller: Caller, transport: Transport
+        self,
+        requests: Sequence[InvokeRequest | ServiceError],
+        caller: Caller,
+        transport: Transport,
+        *,
+        deadline: float | None = None,
     ) -> list[InvokeResult | ServiceError]:
         """Invoke each request, at most MAX_BATCH_CONCURRENCY at once; results in request order.
 
@@ -158,7 +175,7 @@ class LambdaService:
                 return request
             async with bound:
                 try:
-                    return await self.invoke(request, caller, transport)
+                    return await self.invoke(request, caller, transport, deadline=deadline)
                 except ServiceError as error:
                     return error
 
@@ -256,14 +273,16 @@ class LambdaService:
             # Retrieve the error so that an invocation whose caller left does not warn about it.
             task.exception()
 
-    async def _run_invocation(self, request: InvokeRequest, record: InvocationStart) -> InvokeResult:
+    async def _run_invocation(
+        self, request: InvokeRequest, record: InvocationStart, deadline: float | None
+    ) -> InvokeResult:
         started = time.perf_counter()
         await self._log.start(record)
         arguments = _invoke_arguments(request)
         mode = RetryMode.INVOKE_EVENT if request.invocation_type == "Event" else RetryMode.INVOKE_SYNC
         try:
             response, payload = await self._call(
-                lambda: self._invoke_blocking(arguments), mode, record.function_name, request.qualifier
+                lambda: self._invoke_blocking(arguments), mode, record.function_name, request.qualifier, deadline
             )
         except Exception as error:
             await self._record_failure(record, error, (time.perf_counter() - started) * 1000)
@@ -330,16 +349,28 @@ class LambdaService:
             ) from None
 
     async def _call(
-        self, work: Callable[[], T], mode: RetryMode, function_name: str, qualifier: str | None = None
+        self,
+        work: Callable[[], T],
+        mode: RetryMode,
+        function_name: str,
+        qualifier: str | None = None,
+        deadline: float | None = None,
     ) -> T:
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded(
+                    f"the caller's deadline passed before {function_name} was invoked"
+                    + (f" (after {attempt} attempts)" if attempt else "")
+                    + ": give the call more time"
+                )
             try:
                 return await loop.run_in_executor(self._executor, work)
             except Exception as error:
                 delay = self._retry.delay_before_retry(error, attempt, mode)
-                if delay is None:
+                # A retry that could only start after the caller's deadline is not worth waiting for.
+                if delay is None or (deadline is not None and time.monotonic() + delay >= deadline):
                     raise translate_error(error, function_name, qualifier) from error
                 attempt += 1
                 logger.info(

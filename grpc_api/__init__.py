@@ -1,0 +1,1 @@
+"""The gRPC transport: the LambdaAction servicer, its interceptor, and proto <-> domain conversion."""

@@ -1,0 +1,109 @@
+"""Authentication and error mapping for every LambdaAction RPC, done once here rather than in each method."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc.aio import AbortError
+
+from grpc_api.errors import error_metadata, grpc_status_for
+from services.auth import Authenticator
+from services.domain import Caller
+from services.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = "lambda_action.LambdaAction"
+
+_current_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("grpc_caller")
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def current_caller() -> Caller:
+    """The caller the interceptor authenticated for this RPC."""
+    return _current_caller.get()
+
+
+def call_deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The client's deadline as a `time.monotonic()` instant, or None when it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Turns the call's token into a Caller and domain errors into gRPC statuses, for LambdaAction only.
+
+    The token may travel in the message (older routers put it in a `token` field), so the check runs
+    around the method, once the request is parsed, rather than on metadata alone.
+    """
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+        self._guarded: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or not method.startswith(f"/{SERVICE_NAME}/"):
+            # Health and reflection are open to all, as load balancers and grpcurl expect.
+            return handler
+        guarded = self._guarded.get(method)
+        if guarded is None:
+            guarded = grpc.unary_unary_rpc_method_handler(
+                self._guard(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+            self._guarded[method] = guarded
+        return guarded
+
+    def _guard(self, method: str, behavior: Behavior) -> Behavior:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            failure: ServiceError | None = None
+            try:
+                caller = await self._authenticator.authenticate(_token(request, context), _peer(context))
+                reset = _current_caller.set(caller)
+                try:
+                    return await behavior(request, context)
+                finally:
+                    _current_caller.reset(reset)
+            except ServiceError as error:
+                failure = error
+            except AbortError:
+                raise
+            except Exception:
+                logger.exception("unexpected error answering %s", method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            await context.abort(grpc_status_for(failure), failure.message, error_metadata(failure))
+
+        return guarded
+
+
+def _token(request: Any, context: grpc.aio.ServicerContext) -> str | None:
+    """The bearer token of the `authorization` metadata, else the message's `token` field."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return getattr(request, "token", "") or None
+
+
+def _peer(context: grpc.aio.ServicerContext) -> str:
+    """The caller's address without its port, as audit lines show REST callers: "ipv4:10.0.0.7:50123" -> "10.0.0.7"."""
+    peer = context.peer() or "-"
+    kind, _, address = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return peer
+    host = address.rsplit(":", 1)[0]
+    return host.strip("[]")

@@ -1,0 +1,73 @@
+"""The LambdaAction servicer: parse the message, await the service, render the reply."""
+
+from __future__ import annotations
+
+import grpc
+
+from grpc_api import convert
+from grpc_api.interceptor import call_deadline, current_caller
+from proto import lambda_action_pb2 as pb
+from proto import lambda_action_pb2_grpc as pb_grpc
+from services.errors import ServiceError
+from services.lambda_service import MAX_LIST_PAGE, LambdaService
+
+
+class LambdaActionServicer(pb_grpc.LambdaActionServicer):
+    """Every RPC goes through ServiceInterceptor first: the caller is known and errors become statuses."""
+
+    def __init__(self, service: LambdaService) -> None:
+        self._service = service
+
+    async def InvokeFunction(
+        self, request: pb.InvokeFunctionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InvokeFunctionResponse:
+        result = await self._service.invoke(
+            convert.invoke_request(request), current_caller(), "grpc", deadline=call_deadline(context)
+        )
+        return convert.invoke_response(result)
+
+    async def InvokeAsync(
+        self, request: pb.InvokeAsyncRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InvokeAsyncResponse:
+        result = await self._service.invoke_async(
+            request.function_name,
+            convert.payload_bytes(request.payload),
+            current_caller(),
+            "grpc",
+            deadline=call_deadline(context),
+        )
+        return convert.invoke_async_response(result)
+
+    async def BatchInvoke(
+        self, request: pb.BatchInvokeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchInvokeResponse:
+        items = [convert.batch_item(index, item) for index, item in enumerate(request.invocations)]
+        outcomes = await self._service.batch_invoke(items, current_caller(), "grpc", deadline=call_deadline(context))
+        return pb.BatchInvokeResponse(
+            responses=[
+                convert.batch_error_response(outcome)
+                if isinstance(outcome, ServiceError)
+                else convert.invoke_response(outcome)
+                for outcome in outcomes
+            ]
+        )
+
+    async def ListFunctions(
+        self, request: pb.ListFunctionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListFunctionsResponse:
+        page = await self._service.list_functions(
+            current_caller(), request.max_items or MAX_LIST_PAGE, request.next_marker or None
+        )
+        return pb.ListFunctionsResponse(
+            success=True,
+            functions=[convert.function_info(info) for info in page.functions],
+            next_marker=page.next_marker or "",
+        )
+
+    async def GetFunctionConfig(
+        self, request: pb.GetFunctionConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetFunctionConfigResponse:
+        info = await self._service.get_function_config(
+            current_caller(), request.function_name, request.qualifier or None
+        )
+        return pb.GetFunctionConfigResponse(success=True, function_info=convert.function_info(info))
