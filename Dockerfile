@@ -1,4 +1,4 @@
-# The Lambda Action Module: REST on 8080 (and gRPC on 50060), served by `python app.py`.
+# The Lambda Action Module: REST on 8080 and gRPC on 50060, both served by `python app.py` (WORKERS processes).
 FROM python:3.12-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -15,6 +15,7 @@ COPY config.py app.py ./
 COPY models/ models/
 COPY services/ services/
 COPY routes/ routes/
+COPY grpc_api/ grpc_api/
 COPY proto/ proto/
 
 RUN useradd --system --uid 10001 --home-dir /app lambda-action \
@@ -26,6 +27,7 @@ ENV ENVIRONMENT=production \
     HOST=0.0.0.0 \
     REST_PORT=8080 \
     GRPC_PORT=50060 \
+    WORKERS=1 \
     LOG_DIR=/app/logs
 
 EXPOSE 8080 50060

@@ -14,7 +14,9 @@ import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import TEST_SECRET_KEY
 
@@ -87,6 +89,7 @@ def test_every_requirement_of_the_image_is_pinned():
 class RunningContainer(NamedTuple):
     process: subprocess.Popen
     port: int
+    grpc_port: int
     environment: dict[str, str]
 
 
@@ -94,7 +97,7 @@ class RunningContainer(NamedTuple):
 def container(tmp_path: Path):
     """The image's CMD started in the repository with the image's ENV, as the container would start it."""
     [command] = [arguments for keyword, arguments in _instructions() if keyword == "CMD"]
-    port = _free_port()
+    port, grpc_port = _free_port(), _free_port()
     environment = {
         **os.environ,
         **_image_environment(),
@@ -103,6 +106,7 @@ def container(tmp_path: Path):
         "DATABASE_URL": f"sqlite:///{tmp_path}/container.sqlite",
         "LOG_DIR": str(tmp_path / "logs"),
         "REST_PORT": str(port),
+        "GRPC_PORT": str(grpc_port),
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         # `python` in the CMD is the image's interpreter; here it is this test run's.
@@ -117,7 +121,7 @@ def container(tmp_path: Path):
             process.kill()
             pytest.fail(f"the container's CMD did not serve /health:\n{process.communicate()[0]}")
         time.sleep(0.2)
-    yield RunningContainer(process, port, environment)
+    yield RunningContainer(process, port, grpc_port, environment)
     if process.poll() is None:
         process.kill()
         process.wait()
@@ -128,6 +132,14 @@ def test_cmd_serves_health_and_the_healthcheck_passes(container: RunningContaine
     probe = healthcheck.split(" CMD ", 1)[1]
     result = subprocess.run(probe, shell=True, env=container.environment, capture_output=True, text=True, timeout=20)
     assert result.returncode == 0, result.stderr
+
+
+def test_cmd_serves_grpc_too(container: RunningContainer):
+    with grpc.insecure_channel(f"127.0.0.1:{container.grpc_port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="lambda_action.LambdaAction"), timeout=10
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_cmd_stops_cleanly_on_sigterm(container: RunningContainer):

@@ -1,0 +1,266 @@
+"""`python app.py` as operators run it: both servers in one process, graceful shutdown, and WORKERS processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from proto import lambda_action_pb2 as pb
+from proto import lambda_action_pb2_grpc as pb_grpc
+from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY
+from tests.fake_lambda import FakeLambda
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class RunningModule:
+    process: subprocess.Popen
+    rest_port: int
+    grpc_port: int
+    database: Path
+    output: list[str]
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def token(self) -> str:
+        body = json.dumps({"client_id": TEST_CLIENT_ID, "client_secret": TEST_CLIENT_SECRET}).encode()
+        request = urllib.request.Request(
+            f"{self.rest_url}/api/v1/token", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)["token"]
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+
+def _rest_health(url: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status
+    except OSError:
+        return 0
+
+
+def _grpc_serving(target: str) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="lambda_action.LambdaAction"), timeout=2
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLambda]:
+    with FakeLambda() as running:
+        yield running
+
+
+@pytest.fixture
+def start_module(tmp_path: Path, fake: FakeLambda) -> Iterator:
+    """Start `python app.py` against the fake Lambda; stopped (killed if need be) at the end of the test."""
+    started: list[RunningModule] = []
+
+    def start(**overrides: str) -> RunningModule:
+        rest_port, grpc_port = _free_port(), _free_port()
+        database = tmp_path / "module.sqlite"
+        environment = {
+            **os.environ,
+            "MODULE_SECRET_KEY": TEST_SECRET_KEY,
+            "BOOTSTRAP_CLIENT_ID": TEST_CLIENT_ID,
+            "BOOTSTRAP_CLIENT_SECRET": TEST_CLIENT_SECRET,
+            "DATABASE_URL": f"sqlite:///{database}",
+            "LOG_DIR": str(tmp_path / "logs"),
+            "HOST": "127.0.0.1",
+            "REST_PORT": str(rest_port),
+            "GRPC_PORT": str(grpc_port),
+            "AWS_ENDPOINT_URL_LAMBDA": fake.url,
+            "LAMBDA_BACKEND": "aws",
+            "SHUTDOWN_GRACE_SECONDS": "20",
+            **overrides,
+        }
+        process = subprocess.Popen(
+            [sys.executable, "app.py"],
+            cwd=ROOT,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        output: list[str] = []
+        threading.Thread(target=lambda: output.extend(process.stdout), daemon=True).start()
+        module = RunningModule(process, rest_port, grpc_port, database, output)
+        started.append(module)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not (_rest_health(module.rest_url) == 200 and _grpc_serving(module.grpc_target)):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                pytest.fail(f"the module did not start serving:\n{module.text()}")
+            time.sleep(0.1)
+        return module
+
+    yield start
+    for module in started:
+        if module.process.poll() is None:
+            module.process.kill()
+            module.process.wait()
+
+
+def _invocation_rows(database: Path) -> list[tuple]:
+    """The invocation log as SQLite holds it (PyDAL stores booleans as "T" and "F")."""
+    with sqlite3.connect(database) as connection:
+        return connection.execute(
+            "SELECT invocation_id, transport, success, status_code, response_payload FROM lambda_invocations"
+        ).fetchall()
+
+
+def test_one_process_serves_rest_and_grpc_with_one_service(start_module, fake: FakeLambda):
+    fake.add_function("waddlebot-echo")
+    module = start_module()
+    token = module.token()
+    with grpc.insecure_channel(module.grpc_target) as channel:
+        reply = pb_grpc.LambdaActionStub(channel).InvokeFunction(
+            pb.InvokeFunctionRequest(function_name="waddlebot-echo", payload='{"via": "grpc"}', token=token),
+            timeout=10,
+        )
+    assert reply.success
+    assert json.loads(reply.payload) == {"via": "grpc"}
+    request = urllib.request.Request(
+        f"{module.rest_url}/api/v1/invoke",
+        data=json.dumps({"function_name": "waddlebot-echo", "payload": {"via": "rest"}}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.load(response)["payload"] == {"via": "rest"}
+    assert module.stop() == 0
+    transports = sorted(row[1] for row in _invocation_rows(module.database))
+    assert transports == ["grpc", "rest"]
+    # One process: both servers logged from the same pid, and nothing went wrong on the way out.
+    assert len(set(re.findall(r"INFO \[(\d+)\]", module.text()))) == 1
+    assert "Traceback" not in module.text()
+
+
+def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(start_module, fake: FakeLambda):
+    release = threading.Event()
+    fake.add_function("waddlebot-slow", hold=release)
+    fake.add_function("waddlebot-echo")
+    module = start_module()
+    token = module.token()
+    replies: dict[str, object] = {}
+
+    def grpc_call() -> None:
+        with grpc.insecure_channel(module.grpc_target) as channel:
+            try:
+                replies["grpc"] = pb_grpc.LambdaActionStub(channel).InvokeFunction(
+                    pb.InvokeFunctionRequest(function_name="waddlebot-slow", payload='{"n": 1}', token=token),
+                    timeout=30,
+                )
+            except grpc.RpcError as error:
+                replies["grpc"] = error
+
+    def rest_call() -> None:
+        request = urllib.request.Request(
+            f"{module.rest_url}/api/v1/invoke",
+            data=json.dumps({"function_name": "waddlebot-slow", "payload": {"n": 2}}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                replies["rest"] = (response.status, json.load(response))
+        except OSError as error:
+            replies["rest"] = error
+
+    callers = [threading.Thread(target=grpc_call), threading.Thread(target=rest_call)]
+    for caller in callers:
+        caller.start()
+    fake.wait_until_active(2)
+    module.process.send_signal(signal.SIGTERM)
+
+    # Draining: health says NOT_SERVING (or the port is already closed) and new calls are refused.
+    deadline = time.monotonic() + 10
+    while _grpc_serving(module.grpc_target):
+        assert time.monotonic() < deadline, "gRPC health still SERVING after SIGTERM"
+        time.sleep(0.05)
+    with grpc.insecure_channel(module.grpc_target) as channel, pytest.raises(grpc.RpcError) as refused:
+        pb_grpc.LambdaActionStub(channel).InvokeFunction(
+            pb.InvokeFunctionRequest(function_name="waddlebot-echo", token=token), timeout=5
+        )
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert module.process.poll() is None, "the module exited before its calls in flight finished"
+
+    release.set()
+    for caller in callers:
+        caller.join(timeout=30)
+    grpc_reply = replies["grpc"]
+    assert isinstance(grpc_reply, pb.InvokeFunctionResponse), grpc_reply
+    assert grpc_reply.success
+    assert json.loads(grpc_reply.payload) == {"n": 1}
+    status, body = replies["rest"]
+    assert status == 200
+    assert body["payload"] == {"n": 2}
+    assert module.process.wait(timeout=30) == 0, module.text()
+    rows = _invocation_rows(module.database)
+    assert sorted((row[1], row[2], row[3]) for row in rows) == [("grpc", "T", 200), ("rest", "T", 200)]
+
+
+def test_two_workers_share_both_ports_and_stop_together(start_module, fake: FakeLambda):
+    fake.add_function("waddlebot-echo")
+    module = start_module(WORKERS="2")
+    token = module.token()
+    for number in range(24):
+        # A new channel is a new connection, which the kernel hands to either worker.
+        with grpc.insecure_channel(module.grpc_target) as channel:
+            reply = pb_grpc.LambdaActionStub(channel).InvokeFunction(
+                pb.InvokeFunctionRequest(function_name="waddlebot-echo", payload=json.dumps({"n": number})),
+                metadata=[("authorization", f"Bearer {token}")],
+                timeout=10,
+            )
+        assert reply.success
+        assert json.loads(reply.payload) == {"n": number}
+    parent = module.process.pid
+    answering = {
+        int(pid) for pid in re.findall(r"\[(\d+)\] lambda_action\.audit: INVOKE .*transport=grpc", module.text())
+    }
+    assert len(answering) == 2, module.text()
+    assert parent not in answering
+    assert module.stop() == 0, module.text()
+    assert len(_invocation_rows(module.database)) == 24
+    assert "Traceback" not in module.text()
