@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
 
 import config
 from config import Settings, SettingsError, load_settings, normalize_database_url
@@ -32,6 +35,9 @@ def test_defaults_from_an_environment_with_only_a_key():
     assert settings.host == "0.0.0.0"
     assert settings.rest_port == 8080
     assert settings.grpc_port == 50060
+    assert settings.workers == 1
+    assert settings.grpc_reflection is True
+    assert settings.grpc_max_message_bytes == 7 * 1024 * 1024
     assert settings.database_url == f"sqlite://{config.DEFAULT_SQLITE_PATH}"
     assert settings.database_url.startswith("sqlite:///")
     assert settings.database_kind == "sqlite"
@@ -75,6 +81,9 @@ def test_values_are_read_typed_and_trimmed():
         ENABLE_SYSLOG="Yes",
         SYSLOG_PORT="65535",
         SYSLOG_FACILITY="local7",
+        WORKERS="1",
+        GRPC_REFLECTION="false",
+        GRPC_MAX_MESSAGE_BYTES="65536",
     )
     assert settings.environment == "staging"
     assert settings.rest_port == 9090
@@ -92,6 +101,17 @@ def test_values_are_read_typed_and_trimmed():
     assert settings.enable_syslog is True
     assert settings.syslog_port == 65535
     assert settings.syslog_facility == "local7"
+    assert settings.workers == 1
+    assert settings.grpc_reflection is False
+    assert settings.grpc_max_message_bytes == 65536
+
+
+def test_several_workers_need_fixed_ports():
+    assert settings_from(WORKERS="4").workers == 4
+    for port in ("REST_PORT", "GRPC_PORT"):
+        message = refusal(WORKERS="2", **{port: "0"})
+        assert "WORKERS" in message
+        assert port in message
 
 
 def test_aws_default_region_is_used_when_aws_region_is_absent():
@@ -150,7 +170,12 @@ def test_blank_values_take_the_default():
         ("ENABLE_SYSLOG", "maybe"),
         ("ENABLE_SYSLOG", "2"),
         ("ENVIRONMENT", "prod"),
-        ("LAMBDA_BACKEND", "local"),
+        ("LAMBDA_BACKEND", "gcp"),
+        ("WORKERS", "0"),
+        ("WORKERS", "65"),
+        ("GRPC_REFLECTION", "sometimes"),
+        ("GRPC_MAX_MESSAGE_BYTES", "1024"),
+        ("GRPC_MAX_MESSAGE_BYTES", str(64 * 1024 * 1024 + 1)),
         ("LOG_LEVEL", "VERBOSE"),
         ("SYSLOG_FACILITY", "local8"),
         ("SYSLOG_FACILITY", "LOCAL0"),
@@ -277,3 +302,12 @@ def test_summary_and_repr_hold_no_secret():
 def test_an_empty_allowed_services_accepts_no_service_tokens():
     assert settings_from(ALLOWED_SERVICES="").allowed_services == ()
     assert settings_from().allowed_services == ("router_module",)
+
+
+def test_the_example_file_lists_every_setting_at_its_default():
+    example = dotenv_values(Path(config.PROJECT_ROOT) / ".env.example")
+    read = set(re.findall(r'(?:reader\.\w+|environ\.get)\("([A-Z_]+)"', Path(config.__file__).read_text()))
+    # AWS_DEFAULT_REGION is boto3's own fallback, and the key has its own commented line in the example.
+    assert read - set(example) <= {"AWS_DEFAULT_REGION", "MODULE_SECRET_KEY"}
+    values = {name: value for name, value in example.items() if value is not None}
+    assert load_settings({**values, "MODULE_SECRET_KEY": KEY}) == load_settings({"MODULE_SECRET_KEY": KEY})
