@@ -19,7 +19,9 @@ SECRET_KEY_PLACEHOLDER = "replace-me-with-64-or-more-random-characters-from-secr
 MIN_SECRET_KEY_LENGTH = 64
 
 ENVIRONMENTS = ("development", "test", "staging", "production")
-LAMBDA_BACKENDS = ("aws",)
+# "auto" (the default outside production) becomes "aws" or "local" at start-up: see app.choose_lambda_backend.
+LAMBDA_BACKENDS = ("aws", "local", "auto")
+DEFAULT_FUNCTIONS_DIR = PROJECT_ROOT / "functions"
 SYSLOG_FACILITIES = (
     *("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp"),
     *(f"local{number}" for number in range(8)),
@@ -57,6 +59,11 @@ class Settings:
     bootstrap_client_secret: str = field(default="", repr=False)
 
     lambda_backend: str = "aws"
+    # Why this backend: the variable that chose it, or what start-up found (shown by /health).
+    lambda_backend_reason: str = "LAMBDA_BACKEND=aws"
+    # The embedded Lambda runtime (LAMBDA_BACKEND=local): where its functions live and its loopback port.
+    local_functions_dir: str = str(DEFAULT_FUNCTIONS_DIR)
+    local_lambda_port: int = 9001
     aws_region: str = "us-east-1"
     lambda_function_prefix: str = "waddlebot-"
     lambda_timeout: int = 300
@@ -92,6 +99,7 @@ class Settings:
             "workers": self.workers,
             "database": self.database_kind,
             "lambda_backend": self.lambda_backend,
+            "lambda_backend_reason": self.lambda_backend_reason,
             "aws_region": self.aws_region,
             "lambda_function_prefix": self.lambda_function_prefix,
             "lambda_timeout": self.lambda_timeout,
@@ -237,6 +245,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if workers > 1 and 0 in (rest_port, grpc_port):
         raise SettingsError("WORKERS > 1 needs fixed REST_PORT and GRPC_PORT: port 0 would give each worker its own")
 
+    # Production never runs functions on the embedded runtime unless told to.
+    backend = reader.choice("LAMBDA_BACKEND", "aws" if environment == "production" else "auto", LAMBDA_BACKENDS)
+    if backend == "auto" and environment == "production":
+        raise SettingsError("LAMBDA_BACKEND=auto is not allowed in production: choose aws or local")
+    backend_reason = f"LAMBDA_BACKEND={backend}" if reader.raw("LAMBDA_BACKEND") else f"{backend} (the default)"
+
     return Settings(
         environment=environment,
         host=reader.text("HOST", "0.0.0.0"),
@@ -253,7 +267,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         allowed_services=allowed_services,
         bootstrap_client_id=bootstrap_id,
         bootstrap_client_secret=bootstrap_secret,
-        lambda_backend=reader.choice("LAMBDA_BACKEND", "aws", LAMBDA_BACKENDS),
+        lambda_backend=backend,
+        lambda_backend_reason=backend_reason,
+        local_functions_dir=str((PROJECT_ROOT / reader.text("LOCAL_FUNCTIONS_DIR", "functions")).resolve()),
+        local_lambda_port=reader.integer("LOCAL_LAMBDA_PORT", 9001, 0, 65535),
         aws_region=reader.text("AWS_REGION", reader.text("AWS_DEFAULT_REGION", "us-east-1")),
         lambda_function_prefix=prefix,
         lambda_timeout=reader.integer("LAMBDA_TIMEOUT", 300, 1, 900),

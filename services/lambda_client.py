@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import boto3
@@ -60,8 +61,11 @@ _CREDENTIAL_CODES = {
 }
 _NO_CREDENTIALS_HINT = (
     "no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an IAM role, "
-    "or point AWS_ENDPOINT_URL_LAMBDA at a Lambda-compatible endpoint"
+    "point AWS_ENDPOINT_URL_LAMBDA at a Lambda-compatible endpoint, or set LAMBDA_BACKEND=local to run ./functions"
 )
+# The embedded runtime checks no signature, but botocore signs every request and needs some credentials.
+LOCAL_RUNTIME_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_LAMBDA", "AWS_ENDPOINT_URL")
 
 
 def botocore_config(settings: Settings) -> Config:
@@ -84,6 +88,27 @@ def build_lambda_client(settings: Settings, endpoint_url: str | None = None):
     """The boto3 Lambda client; credentials and endpoint come from boto3's own chain unless given."""
     session = boto3.session.Session()
     return session.client("lambda", endpoint_url=endpoint_url, config=botocore_config(settings))
+
+
+def build_local_lambda_client(settings: Settings, endpoint_url: str):
+    """The boto3 Lambda client of the embedded runtime: the same client, pointed at loopback."""
+    session = boto3.session.Session(**LOCAL_RUNTIME_CREDENTIALS)
+    return session.client("lambda", endpoint_url=endpoint_url, config=botocore_config(settings))
+
+
+def find_aws(environ: Mapping[str, str]) -> str | None:
+    """Why AWS (or an endpoint like it) is configured here, or None: an endpoint variable, or boto3's credentials."""
+    for name in ENDPOINT_VARIABLES:
+        if environ.get(name, "").strip():
+            return f"{name} is set"
+    try:
+        credentials = boto3.session.Session().get_credentials()
+    except BotoCoreError as error:
+        # A broken profile or credential process is still AWS configured: let the first call say what is wrong.
+        return f"boto3 found an AWS configuration it could not use ({error})"
+    if credentials is None:
+        return None
+    return f"boto3 found credentials ({credentials.method})"
 
 
 class RetryMode(enum.Enum):

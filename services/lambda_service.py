@@ -225,6 +225,7 @@ class LambdaService:
             database_ok=await self._log.ping(),
             lambda_backend={
                 "backend": self._settings.lambda_backend,
+                "chosen_by": self._settings.lambda_backend_reason,
                 "endpoint": self.endpoint_url,
                 "region": self._settings.aws_region,
             },

@@ -74,6 +74,7 @@ def make_settings(tmp_path: Path, sqlite_url: str) -> SettingsFactory:
             "LAMBDA_TIMEOUT": "30",
             "BOOTSTRAP_CLIENT_ID": TEST_CLIENT_ID,
             "BOOTSTRAP_CLIENT_SECRET": TEST_CLIENT_SECRET,
+            "LAMBDA_BACKEND": "aws",
         }
         environ.update(overrides)
         return load_settings(environ)

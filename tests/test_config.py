@@ -48,7 +48,9 @@ def test_defaults_from_an_environment_with_only_a_key():
     assert settings.allowed_services == ("router_module",)
     assert settings.bootstrap_client_id == ""
     assert settings.bootstrap_client_secret == ""
-    assert settings.lambda_backend == "aws"
+    assert settings.lambda_backend == "auto"
+    assert settings.local_functions_dir == str(config.PROJECT_ROOT / "functions")
+    assert settings.local_lambda_port == 9001
     assert settings.aws_region == "us-east-1"
     assert settings.lambda_function_prefix == "waddlebot-"
     assert settings.lambda_timeout == 300
@@ -311,3 +313,20 @@ def test_the_example_file_lists_every_setting_at_its_default():
     assert read - set(example) <= {"AWS_DEFAULT_REGION", "MODULE_SECRET_KEY"}
     values = {name: value for name, value in example.items() if value is not None}
     assert load_settings({**values, "MODULE_SECRET_KEY": KEY}) == load_settings({"MODULE_SECRET_KEY": KEY})
+
+
+def test_the_lambda_backend_is_chosen_at_start_up_except_in_production():
+    assert settings_from().lambda_backend == "auto"
+    assert settings_from(LAMBDA_BACKEND="local").lambda_backend == "local"
+    assert settings_from(LAMBDA_BACKEND="local").lambda_backend_reason == "LAMBDA_BACKEND=local"
+    production = settings_from(ENVIRONMENT="production")
+    assert production.lambda_backend == "aws"
+    assert settings_from(ENVIRONMENT="production", LAMBDA_BACKEND="local").lambda_backend == "local"
+    assert "production" in refusal(ENVIRONMENT="production", LAMBDA_BACKEND="auto")
+
+
+def test_local_functions_dir_is_relative_to_the_project():
+    assert settings_from(LOCAL_FUNCTIONS_DIR="examples/fns").local_functions_dir == str(
+        config.PROJECT_ROOT / "examples" / "fns"
+    )
+    assert settings_from(LOCAL_FUNCTIONS_DIR="/srv/functions").local_functions_dir == "/srv/functions"
