@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import logging.handlers
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from services.clients import ClientStore, validate_patterns
 from services.database import Database
 from services.errors import ServiceError
 from services.invocation_log import InvocationLog
-from services.lambda_client import build_lambda_client
+from services.lambda_client import build_lambda_client, build_local_lambda_client, find_aws
 from services.lambda_service import LambdaService
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class GrpcServer:
     server: grpc.aio.Server
     port: int
     health: health_aio.HealthServicer
+    interceptor: ServiceInterceptor
 
     async def start(self) -> None:
         """Start answering, and report the LambdaAction service ready."""
@@ -94,7 +96,14 @@ class GrpcServer:
     async def drain(self, grace_seconds: float) -> None:
         """Report NOT_SERVING, refuse new calls, and give calls under way `grace_seconds` to finish."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_seconds)
+        stopping = asyncio.ensure_future(self.server.stop(grace_seconds))
+        # Streams such as a health Watch never end by themselves and would hold the whole grace period:
+        # once the last LambdaAction call is answered, nothing is left worth waiting for.
+        await asyncio.sleep(0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.interceptor.wait_idle(), grace_seconds)
+        await self.server.stop(None)
+        await stopping
 
 
 def build_grpc_server(
@@ -107,7 +116,8 @@ def build_grpc_server(
         # grpc shares ports by default; one process per port unless WORKERS asks, so a clash fails loudly.
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
-    server = grpc.aio.server(interceptors=[ServiceInterceptor(authenticator)], options=options)
+    interceptor = ServiceInterceptor(authenticator)
+    server = grpc.aio.server(interceptors=[interceptor], options=options)
     lambda_action_pb2_grpc.add_LambdaActionServicer_to_server(LambdaActionServicer(service), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -121,7 +131,7 @@ def build_grpc_server(
         raise OSError(f"cannot listen for gRPC on {host}:{settings.grpc_port}: {error}") from None
     if port == 0:
         raise OSError(f"cannot listen for gRPC on {host}:{settings.grpc_port} (is the port in use?)")
-    return GrpcServer(server=server, port=port, health=health)
+    return GrpcServer(server=server, port=port, health=health, interceptor=interceptor)
 
 
 @dataclass
@@ -150,7 +160,11 @@ async def build_module(settings: Settings, lambda_client: Any = None, *, prepare
     clients = ClientStore(database)
     if prepare_clients:
         await _prepare_clients(settings, clients)
-    client = lambda_client if lambda_client is not None else build_lambda_client(settings)
+    client = lambda_client
+    if client is None and settings.lambda_backend == "local":
+        client = build_local_lambda_client(settings, local_runtime_url(settings))
+    elif client is None:
+        client = build_lambda_client(settings)
     invocation_log = InvocationLog(database)
     service = LambdaService(settings, client, invocation_log)
     return Module(
@@ -161,6 +175,26 @@ async def build_module(settings: Settings, lambda_client: Any = None, *, prepare
         authenticator=Authenticator(settings, clients),
         service=service,
     )
+
+
+def choose_lambda_backend(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """Settings with LAMBDA_BACKEND=auto made concrete: aws when AWS is configured here, else local."""
+    if settings.lambda_backend != "auto":
+        return settings
+    found = find_aws(environ)
+    if found is not None:
+        return replace(settings, lambda_backend="aws", lambda_backend_reason=f"auto: {found}")
+    logger.warning(
+        "*** LAMBDA_BACKEND is not set and no AWS credentials or endpoint were found: functions run on the "
+        "embedded local runtime from %s. Set LAMBDA_BACKEND=aws (and credentials) to call AWS Lambda. ***",
+        settings.local_functions_dir,
+    )
+    return replace(settings, lambda_backend="local", lambda_backend_reason="auto: no AWS credentials or endpoint found")
+
+
+def local_runtime_url(settings: Settings) -> str:
+    """Where the embedded runtime answers: always loopback, never another host."""
+    return f"http://127.0.0.1:{settings.local_lambda_port}"
 
 
 async def _prepare_clients(settings: Settings, clients: ClientStore) -> None:

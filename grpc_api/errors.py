@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import grpc
 
 from services.errors import (
@@ -10,6 +12,7 @@ from services.errors import (
     DeadlineExceeded,
     Forbidden,
     FunctionNotFound,
+    InternalError,
     InvalidRequest,
     PayloadTooLarge,
     ServiceError,
@@ -33,6 +36,7 @@ GRPC_STATUS_BY_ERROR: dict[type[ServiceError], grpc.StatusCode] = {
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     BackendNotConfigured: grpc.StatusCode.UNAVAILABLE,
     DatabaseUnavailable: grpc.StatusCode.UNAVAILABLE,
+    InternalError: grpc.StatusCode.INTERNAL,
 }
 
 # Trailing metadata keys that carry the error's stable name and, when throttled, the seconds to wait.
@@ -52,5 +56,5 @@ def error_metadata(error: ServiceError) -> tuple[tuple[str, str], ...]:
     """The trailing metadata sent with a domain error."""
     metadata = [(ERROR_CODE_KEY, error.code)]
     if isinstance(error, Throttled) and error.retry_after is not None:
-        metadata.append((RETRY_AFTER_KEY, str(max(1, round(error.retry_after)))))
+        metadata.append((RETRY_AFTER_KEY, str(max(1, math.ceil(error.retry_after)))))
     return tuple(metadata)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,7 +16,7 @@ from grpc.aio import AbortError
 from grpc_api.errors import error_metadata, grpc_status_for
 from services.auth import Authenticator
 from services.domain import Caller
-from services.errors import ServiceError
+from services.errors import InternalError, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,23 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
         self._guarded: dict[str, grpc.RpcMethodHandler] = {}
+        self._calls_in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def calls_in_flight(self) -> int:
+        """LambdaAction calls being answered right now."""
+        return self._calls_in_flight
+
+    async def wait_idle(self) -> None:
+        """Return once no LambdaAction call is being answered."""
+        await self._idle.wait()
+
+    def _call_ended(self) -> None:
+        self._calls_in_flight -= 1
+        if self._calls_in_flight == 0:
+            self._idle.set()
 
     async def intercept_service(
         self,
@@ -69,22 +88,31 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _guard(self, method: str, behavior: Behavior) -> Behavior:
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
             failure: ServiceError | None = None
+            self._calls_in_flight += 1
+            self._idle.clear()
             try:
                 caller = await self._authenticator.authenticate(_token(request, context), _peer(context))
                 reset = _current_caller.set(caller)
                 try:
-                    return await behavior(request, context)
+                    reply = await behavior(request, context)
                 finally:
                     _current_caller.reset(reset)
+                logger.debug("%s OK %.1fms", method, (time.perf_counter() - started) * 1000)
+                return reply
             except ServiceError as error:
                 failure = error
             except AbortError:
                 raise
             except Exception:
                 logger.exception("unexpected error answering %s", method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            await context.abort(grpc_status_for(failure), failure.message, error_metadata(failure))
+                failure = InternalError()
+            finally:
+                self._call_ended()
+            status = grpc_status_for(failure)
+            logger.debug("%s %s %s %.1fms", method, status.name, failure.code, (time.perf_counter() - started) * 1000)
+            await context.abort(status, failure.message, error_metadata(failure))
 
         return guarded
 
@@ -105,5 +133,6 @@ def _peer(context: grpc.aio.ServicerContext) -> str:
     kind, _, address = peer.partition(":")
     if kind not in ("ipv4", "ipv6"):
         return peer
-    host = address.rsplit(":", 1)[0]
+    # grpc percent-encodes IPv6 brackets: "ipv6:%5B::1%5D:50123".
+    host = urllib.parse.unquote(address).rsplit(":", 1)[0]
     return host.strip("[]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError
@@ -14,6 +15,7 @@ from services.errors import (
     DeadlineExceeded,
     Forbidden,
     FunctionNotFound,
+    InternalError,
     InvalidRequest,
     PayloadTooLarge,
     ServiceError,
@@ -37,6 +39,7 @@ HTTP_STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     DeadlineExceeded: 504,
     BackendNotConfigured: 503,
     DatabaseUnavailable: 503,
+    InternalError: 500,
 }
 _INTERNAL_STATUS = 500
 
@@ -72,7 +75,7 @@ def _error_response(body: dict[str, object], status: int) -> Response:
 def _service_error(error: ServiceError) -> Response:
     response = _error_response(error_body(error), http_status_for(error))
     if isinstance(error, Throttled) and error.retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, round(error.retry_after)))
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     if isinstance(error, Unauthenticated):
         response.headers["WWW-Authenticate"] = 'Bearer realm="lambda-action"'
     return response

@@ -69,3 +69,10 @@ class BackendNotConfigured(ServiceError):
 
 class DatabaseUnavailable(ServiceError):
     """The database did not answer."""
+
+
+class InternalError(ServiceError):
+    """Something the module did not expect; the details go to the log, never to the caller."""
+
+    def __init__(self, message: str = "internal error") -> None:
+        super().__init__(message)

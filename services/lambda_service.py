@@ -29,6 +29,7 @@ from services.errors import (
     ConcurrencyLimitReached,
     DeadlineExceeded,
     Forbidden,
+    InternalError,
     InvalidRequest,
     PayloadTooLarge,
     ServiceError,
@@ -178,6 +179,10 @@ class LambdaService:
                     return await self.invoke(request, caller, transport, deadline=deadline)
                 except ServiceError as error:
                     return error
+                except Exception:
+                    # One item's surprise must not lose the answers of the others (and invite a retry of all).
+                    logger.exception("batch item for %s failed unexpectedly", request.function_name)
+                    return InternalError()
 
         return list(await asyncio.gather(*(one(request) for request in requests)))
 
