@@ -17,6 +17,8 @@ COPY services/ services/
 COPY routes/ routes/
 COPY grpc_api/ grpc_api/
 COPY proto/ proto/
+COPY local_lambda/ local_lambda/
+COPY functions/ functions/
 
 RUN useradd --system --uid 10001 --home-dir /app lambda-action \
     && mkdir -p /app/data /app/logs \

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format proto clean
+.PHONY: install run test lint format proto bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ test: install
 # The generated modules are committed (tests/proto checks they match the .proto); this remakes them.
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. proto/lambda_action.proto
+
+# Prints measurements, not pass or fail: how fast the embedded Lambda runtime answers through boto3.
+bench: install
+	$(BIN)/python bench/local_lambda_bench.py
 
 lint: install
 	$(BIN)/ruff check .

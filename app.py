@@ -10,7 +10,7 @@ import logging.handlers
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from config import (
 )
 from grpc_api.interceptor import SERVICE_NAME, ServiceInterceptor
 from grpc_api.servicer import LambdaActionServicer
+from local_lambda import RuntimeProcess
 from proto import lambda_action_pb2_grpc
 from routes import functions, health, invoke, token
 from routes.context import EXTENSION_KEY, AppServices
@@ -58,6 +59,8 @@ DEV_CLIENT_ID = "local-dev"
 WORKER_MIN_UPTIME_SECONDS = 5.0
 # How long the parent waits, beyond the grace period, before it kills a worker that does not stop.
 WORKER_STOP_MARGIN_SECONDS = 10.0
+# How long the embedded Lambda runtime may take to listen (it imports no handler until the first call).
+LOCAL_RUNTIME_READY_SECONDS = 15.0
 
 
 def create_app(settings: Settings, service: LambdaService, authenticator: Authenticator) -> Quart:
@@ -271,8 +274,46 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     return config
 
 
+@contextlib.asynccontextmanager
+async def local_runtime(settings: Settings) -> AsyncIterator[Settings]:
+    """With LAMBDA_BACKEND=local, the embedded Lambda runtime as a child process; yields settings with its port.
+
+    Started once per host, by the process that owns the others (the only process, or the WORKERS parent).
+    """
+    if settings.lambda_backend != "local":
+        yield settings
+        return
+    try:
+        runtime = await asyncio.to_thread(
+            RuntimeProcess.start,
+            settings.local_functions_dir,
+            "127.0.0.1",
+            settings.local_lambda_port,
+            settings.aws_region,
+            LOCAL_RUNTIME_READY_SECONDS,
+            settings.log_level,
+        )
+    except RuntimeError as error:
+        raise OSError(
+            f"the local Lambda runtime did not start on 127.0.0.1:{settings.local_lambda_port} ({error}); "
+            "is LOCAL_LAMBDA_PORT free?"
+        ) from None
+    try:
+        yield replace(settings, local_lambda_port=runtime.port)
+    finally:
+        await asyncio.to_thread(runtime.stop)
+
+
 async def serve(settings: Settings, *, worker: bool = False) -> None:
     """Serve REST and gRPC on this loop until SIGTERM or SIGINT, then let calls under way finish and stop."""
+    if worker:
+        await _serve(settings, worker=True)
+        return
+    async with local_runtime(settings) as serving_settings:
+        await _serve(serving_settings, worker=False)
+
+
+async def _serve(settings: Settings, *, worker: bool) -> None:
     module = await build_module(settings, prepare_clients=not worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -314,6 +355,11 @@ async def serve(settings: Settings, *, worker: bool = False) -> None:
 
 async def supervise(settings: Settings) -> int:
     """WORKERS > 1: prepare once, run that many serving processes on shared ports, and pass SIGTERM on."""
+    async with local_runtime(settings) as serving_settings:
+        return await _supervise(serving_settings)
+
+
+async def _supervise(settings: Settings) -> int:
     database = await asyncio.to_thread(Database, settings.database_url, 1)
     try:
         await _prepare_clients(settings, ClientStore(database))
@@ -322,7 +368,11 @@ async def supervise(settings: Settings) -> int:
     environment = dict(os.environ)
     # Every worker must sign and check tokens with the same key, so a development key is made once, here.
     environment["MODULE_SECRET_KEY"] = settings.module_secret_key
+    # The backend was chosen here, once; workers use it (and the one embedded runtime) as they are told.
+    environment["LAMBDA_BACKEND"] = settings.lambda_backend
+    environment["LOCAL_LAMBDA_PORT"] = str(settings.local_lambda_port)
     command = [sys.executable, str(PROJECT_ROOT / "app.py"), "serve", "--worker"]
+    command += ["--lambda-backend-reason", settings.lambda_backend_reason]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -412,6 +462,7 @@ def _argument_parser() -> argparse.ArgumentParser:
     serve_command = commands.add_parser("serve", help="serve the API (the default)")
     # Internal: a worker started by the parent process when WORKERS > 1.
     serve_command.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    serve_command.add_argument("--lambda-backend-reason", help=argparse.SUPPRESS)
     clients = commands.add_parser("clients", help="manage API clients").add_subparsers(dest="action", required=True)
     create = clients.add_parser("create", help="create a client and print its secret once")
     create.add_argument("client_id")
@@ -436,6 +487,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.command == "clients":
             return asyncio.run(_clients_command(settings, arguments))
         worker = bool(getattr(arguments, "worker", False))
+        if worker and arguments.lambda_backend_reason:
+            settings = replace(settings, lambda_backend_reason=arguments.lambda_backend_reason)
+        elif not worker:
+            settings = choose_lambda_backend(settings, os.environ)
         if settings.workers > 1 and not worker:
             return asyncio.run(supervise(settings))
         asyncio.run(serve(settings, worker=worker))

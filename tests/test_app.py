@@ -6,12 +6,13 @@ import asyncio
 import logging
 import logging.handlers
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from app import Module, build_module, configure_logging, create_app, main
+from app import Module, build_module, choose_lambda_backend, configure_logging, create_app, local_runtime, main
 from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY, SettingsFactory
 
 SETTING_VARIABLES = (
@@ -315,3 +316,73 @@ async def test_a_restart_with_a_new_bootstrap_secret_replaces_the_old_one(
         assert [client.client_id for client in await second.clients.list()] == [TEST_CLIENT_ID]
     finally:
         await second.close()
+
+
+# -- choosing the Lambda backend at start-up --------------------------------------------------------------
+
+
+@pytest.fixture
+def no_aws_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No AWS keys or profile files, whatever this machine has."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+
+
+@pytest.mark.usefixtures("no_aws_files")
+def test_auto_runs_locally_and_says_so_loudly_when_no_aws_is_configured(
+    make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+):
+    chosen = choose_lambda_backend(make_settings(LAMBDA_BACKEND="auto"), {})
+    assert chosen.lambda_backend == "local"
+    assert chosen.lambda_backend_reason == "auto: no AWS credentials or endpoint found"
+    [warning] = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert "embedded local runtime" in warning.getMessage()
+
+
+@pytest.mark.usefixtures("no_aws_files")
+def test_auto_uses_aws_when_an_endpoint_or_credentials_are_there(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+):
+    by_endpoint = choose_lambda_backend(make_settings(LAMBDA_BACKEND="auto"), {"AWS_ENDPOINT_URL_LAMBDA": "http://x"})
+    assert (by_endpoint.lambda_backend, by_endpoint.lambda_backend_reason) == (
+        "aws",
+        "auto: AWS_ENDPOINT_URL_LAMBDA is set",
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    by_keys = choose_lambda_backend(make_settings(LAMBDA_BACKEND="auto"), {})
+    assert by_keys.lambda_backend == "aws"
+    assert by_keys.lambda_backend_reason == "auto: boto3 found credentials (env)"
+
+
+@pytest.mark.usefixtures("no_aws_files")
+@pytest.mark.parametrize("backend", ["aws", "local"])
+def test_a_chosen_backend_is_kept(make_settings: SettingsFactory, backend: str):
+    settings = make_settings(LAMBDA_BACKEND=backend)
+    assert choose_lambda_backend(settings, {"AWS_ENDPOINT_URL_LAMBDA": "http://x"}) is settings
+
+
+async def test_the_local_backend_starts_one_runtime_and_stops_it(make_settings: SettingsFactory):
+    settings = make_settings(LAMBDA_BACKEND="local", LOCAL_LAMBDA_PORT="0")
+    async with local_runtime(settings) as serving:
+        assert serving.local_lambda_port != 0
+        module = await build_module(serving)
+        try:
+            assert module.service.endpoint_url == f"http://127.0.0.1:{serving.local_lambda_port}"
+            health = await module.service.health()
+            assert health.lambda_backend["backend"] == "local"
+        finally:
+            await module.close()
+    with socket.create_server(("127.0.0.1", serving.local_lambda_port)):
+        pass  # the port is free again: the runtime stopped
+
+
+async def test_a_local_runtime_that_cannot_listen_is_a_clear_start_up_error(make_settings: SettingsFactory):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        settings = make_settings(LAMBDA_BACKEND="local", LOCAL_LAMBDA_PORT=str(port))
+        with pytest.raises(OSError, match="LOCAL_LAMBDA_PORT"):
+            async with local_runtime(settings):
+                pass

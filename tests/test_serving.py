@@ -264,3 +264,28 @@ def test_two_workers_share_both_ports_and_stop_together(start_module, fake: Fake
     assert module.stop() == 0, module.text()
     assert len(_invocation_rows(module.database)) == 24
     assert "Traceback" not in module.text()
+
+
+def test_workers_share_one_embedded_runtime_started_by_the_parent(start_module):
+    module = start_module(WORKERS="2", LAMBDA_BACKEND="local", LOCAL_LAMBDA_PORT="0")
+    token = module.token()
+    for number in range(16):
+        with grpc.insecure_channel(module.grpc_target) as channel:
+            reply = pb_grpc.LambdaActionStub(channel).InvokeFunction(
+                pb.InvokeFunctionRequest(function_name="waddlebot-echo", payload=json.dumps({"n": number})),
+                metadata=[("authorization", f"Bearer {token}")],
+                timeout=10,
+            )
+        assert reply.success
+        assert json.loads(reply.payload) == {"n": number}
+    answering = {
+        int(pid) for pid in re.findall(r"\[(\d+)\] lambda_action\.audit: INVOKE .*transport=grpc", module.text())
+    }
+    assert len(answering) == 2, module.text()
+    runtimes = re.findall(r"\[(\d+)\] local_lambda\.process: local Lambda runtime \(pid (\d+)\)", module.text())
+    assert len(runtimes) == 1, module.text()
+    assert int(runtimes[0][0]) == module.process.pid
+    runtime_pid = int(runtimes[0][1])
+    assert module.stop() == 0, module.text()
+    with pytest.raises(ProcessLookupError):
+        os.kill(runtime_pid, 0)

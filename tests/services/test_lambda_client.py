@@ -26,7 +26,9 @@ from services.lambda_client import (
     RetryPolicy,
     botocore_config,
     build_lambda_client,
+    build_local_lambda_client,
     error_code,
+    find_aws,
     retry_after_seconds,
     translate_error,
 )
@@ -350,3 +352,55 @@ def test_unreadable_retry_after_is_ignored(value: str):
 
 def test_errors_other_than_botocore_errors_are_not_retried():
     assert POLICY.delay_before_retry(ValueError("bug"), 0, RetryMode.READ) is None
+
+
+# -- is AWS configured here? ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_aws(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A machine with no AWS configuration at all: no keys, no profile files, no instance metadata."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.mark.usefixtures("no_aws")
+def test_nothing_configured_is_no_aws():
+    assert find_aws({}) is None
+
+
+@pytest.mark.usefixtures("no_aws")
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL_LAMBDA", "AWS_ENDPOINT_URL"])
+def test_an_endpoint_variable_counts_as_aws(variable: str):
+    assert find_aws({variable: "http://127.0.0.1:4566"}) == f"{variable} is set"
+    assert find_aws({variable: "  "}) is None
+
+
+@pytest.mark.usefixtures("no_aws")
+def test_credentials_boto3_finds_count_as_aws(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    assert find_aws({}) == "boto3 found credentials (env)"
+
+
+@pytest.mark.usefixtures("no_aws")
+def test_a_profile_in_the_shared_credentials_file_counts_as_aws(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = secret\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    assert find_aws({}) == "boto3 found credentials (shared-credentials-file)"
+
+
+@pytest.mark.usefixtures("no_aws")
+def test_the_local_client_signs_with_placeholder_credentials_and_reaches_its_endpoint(make_settings, fake: FakeLambda):
+    fake.add_function(ECHO)
+    client = build_local_lambda_client(make_settings(), fake.url)
+    try:
+        response = client.invoke(FunctionName=ECHO, Payload=b'{"a": 1}')
+    finally:
+        client.close()
+    assert response["StatusCode"] == 200
+    assert response["Payload"].read() == b'{"a": 1}'

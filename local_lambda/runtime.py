@@ -1,0 +1,346 @@
+"""LocalLambdaRuntime: the Lambda API on loopback, running a folder's Python functions in warm worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import math
+import os
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from local_lambda.api import LambdaApi
+from local_lambda.errors import InvalidParameterValue, InvalidRequestContent, RequestTooLarge, TooManyRequests
+from local_lambda.http_server import HttpServer
+from local_lambda.registry import FunctionRegistry, FunctionVersion, ResolvedFunction, function_arn
+from local_lambda.workers import (
+    WORKER_SCRIPT,
+    InvocationOutcome,
+    InvocationRequest,
+    WorkerPool,
+)
+
+logger = logging.getLogger(__name__)
+
+INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
+MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
+MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024
+MAX_RESPONSE_BYTES = 6 * 1024 * 1024
+MAX_CLIENT_CONTEXT_BYTES = 3583
+LOG_RESULT_BYTES = 4096
+# Event invocations wait for a free worker instead of being refused; past this many waiting for one function,
+# new ones are refused, so that a stuck function cannot make the runtime hold payloads without end.
+MAX_QUEUED_EVENTS = 1000
+# Lambda reclaims sandboxes left unused for a while; idle workers are retired after this long.
+IDLE_WORKER_SECONDS = 600.0
+_IDLE_CHECK_SECONDS = 30.0
+# What workers inherit from the runtime's environment: what a handler needs to run and to reach AWS like a
+# Lambda function does (Lambda gives it credentials), but not the gateway's own secrets or settings.
+_INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+_INHERITED_PREFIX = "AWS_"
+
+
+@dataclass(frozen=True)
+class InvokeResult:
+    """Invoke's answer: the status (200, 202, 204), the payload and the headers Lambda sets."""
+
+    status: int
+    payload: bytes = b""
+    executed_version: str | None = None
+    function_error: str | None = None
+    log_result: str | None = None  # base64 of the log's last 4 KB, when LogType=Tail
+
+
+class LocalLambdaRuntime:
+    """The Lambda API on host:port for the functions in `functions_dir`; `await start()`, `await stop()`."""
+
+    def __init__(
+        self, functions_dir: Path | str, host: str = "127.0.0.1", port: int = 9001, region: str = "us-east-1"
+    ) -> None:
+        self.functions_dir = Path(functions_dir).resolve()
+        self.host = host
+        self.port = port  # the bound port once started (port 0 picks a free one)
+        self.region = region
+        self.registry = FunctionRegistry(self.functions_dir, region)
+        self._pools: dict[str, WorkerPool] = {}
+        self._server: HttpServer | None = None
+        self._events: set[asyncio.Task[None]] = set()
+        self._queued_events: Counter[str] = Counter()
+        self._idle_check: asyncio.Task[None] | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """The URL to give boto3 as endpoint_url."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        host = "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    # -- life cycle --------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and serve; `port` and `endpoint_url` then give the real address."""
+        if not self.functions_dir.is_dir():
+            logger.warning("functions folder %s does not exist (yet): no functions to serve", self.functions_dir)
+        server = HttpServer(LambdaApi(self).handle)
+        self.port = await server.start(self.host, self.port)
+        self._server = server
+        self._idle_check = asyncio.create_task(self._retire_idle_workers(), name="local-lambda idle workers")
+        logger.info("local Lambda runtime serving %s at %s", self.functions_dir, self.endpoint_url)
+
+    async def stop(self) -> None:
+        """Stop serving (requests in progress are cancelled) and stop every worker."""
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+        tasks = [*self._events, *([self._idle_check] if self._idle_check else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._idle_check = None
+        pools, self._pools = list(self._pools.values()), {}
+        await asyncio.gather(*(pool.close() for pool in pools))
+
+    async def __aenter__(self) -> LocalLambdaRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @contextlib.contextmanager
+    def run_in_thread(self, timeout: float = 10.0) -> Iterator[LocalLambdaRuntime]:
+        """Serve from a background thread with its own event loop, for synchronous callers and tests."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="local-lambda", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout)
+            try:
+                yield self
+            finally:
+                asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout)
+        finally:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(loop.shutdown_default_executor(), loop).result(timeout)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout)
+            loop.close()
+
+    async def _retire_idle_workers(self) -> None:
+        while True:
+            await asyncio.sleep(_IDLE_CHECK_SECONDS)
+            for pool in self._pools.values():
+                pool.retire_idle(IDLE_WORKER_SECONDS)
+
+    # -- operations ----------------------------------------------------------------------------------------
+
+    async def invoke(
+        self,
+        function_name: str,
+        payload: bytes,
+        *,
+        qualifier: str | None = None,
+        invocation_type: str = "RequestResponse",
+        log_type: str | None = None,
+        client_context: str | None = None,
+        request_id: str | None = None,
+    ) -> InvokeResult:
+        """Invoke as Lambda does: RequestResponse runs and answers, Event answers 202 and runs, DryRun checks."""
+        if invocation_type not in INVOCATION_TYPES:
+            raise InvalidParameterValue(f"InvocationType must be one of {', '.join(INVOCATION_TYPES)}")
+        if log_type not in (None, "None", "Tail"):
+            raise InvalidParameterValue("LogType must be None or Tail")
+        limit = MAX_EVENT_PAYLOAD_BYTES if invocation_type == "Event" else MAX_SYNC_PAYLOAD_BYTES
+        if len(payload) > limit:
+            raise RequestTooLarge(f"Request must be smaller than {limit} bytes for the Invoke operation")
+        resolved = self.registry.resolve(function_name, qualifier)
+        try:
+            json.loads(payload or b"{}")
+        except ValueError as error:
+            raise InvalidRequestContent(f"Could not parse request body into json: {error}") from None
+        context_json = _decode_client_context(client_context)
+        request_id = request_id or str(uuid.uuid4())
+        if invocation_type == "DryRun":
+            return InvokeResult(204)
+        if invocation_type == "Event":
+            self._queue_event(resolved, request_id, payload, context_json)
+            return InvokeResult(202)
+
+        outcome = await self._run(resolved, request_id, payload, context_json, wait_for_worker=False)
+        response, function_error = outcome.payload, outcome.function_error
+        if len(response) > MAX_RESPONSE_BYTES:
+            function_error = "Unhandled"
+            response = json.dumps(
+                {
+                    "errorMessage": "Response payload size exceeded maximum allowed payload size "
+                    f"({MAX_RESPONSE_BYTES} bytes).",
+                    "errorType": "Function.ResponseSizeTooLarge",
+                }
+            ).encode()
+        log_result = None
+        if log_type == "Tail":
+            log = _lambda_log(request_id, resolved.version, outcome)
+            log_result = base64.b64encode(log[-LOG_RESULT_BYTES:]).decode()
+        return InvokeResult(200, response, resolved.version.version, function_error, log_result)
+
+    def get_function_configuration(self, function_name: str, qualifier: str | None = None) -> dict[str, Any]:
+        """GetFunctionConfiguration's answer for a function name (or ARN) and qualifier."""
+        return self.registry.configuration(self.registry.resolve(function_name, qualifier))
+
+    def list_functions(
+        self, max_items: int | None = None, marker: str | None = None, all_versions: bool = False
+    ) -> dict[str, Any]:
+        """ListFunctions' answer: a page of configurations sorted by name, with NextMarker when more remain."""
+        return self.registry.list_functions(max_items, marker, all_versions)
+
+    def worker_pids(self, function_name: str) -> list[int]:
+        """The process ids of a function's workers, idle or busy (for tests and diagnostics)."""
+        pool = self._pools.get(function_name)
+        return [] if pool is None else [worker.pid for worker in pool.workers if worker.pid is not None]
+
+    # -- running -------------------------------------------------------------------------------------------
+
+    async def _run(
+        self,
+        resolved: ResolvedFunction,
+        request_id: str,
+        payload: bytes,
+        client_context: str | None,
+        *,
+        wait_for_worker: bool,
+    ) -> InvocationOutcome:
+        version, manifest = resolved.version, resolved.manifest
+        # The code's fingerprint is part of the key, so an edited file sends the next call to a fresh worker
+        # (and the stale warm ones are retired); so are the settings a worker is started with.
+        snapshot = self.registry.snapshot(version)
+        key = (
+            version.version,
+            str(version.code_dir),
+            snapshot.fingerprint,
+            version.handler,
+            version.memory_size,
+            version.environment,
+        )
+        pool = self._pools.get(manifest.name)
+        if pool is None:
+            pool = self._pools[manifest.name] = WorkerPool(manifest.name)
+
+        def environment() -> dict[str, str]:
+            return self._worker_environment(version)
+
+        if wait_for_worker:
+            worker = await pool.acquire_waiting(key, version, environment, manifest.concurrency)
+        else:
+            worker = pool.acquire(key, version, environment, manifest.concurrency)
+        request = InvocationRequest(
+            request_id=request_id,
+            payload=payload,
+            invoked_function_arn=function_arn(self.region, manifest.name, resolved.qualifier),
+            client_context=client_context,
+            timeout_seconds=version.timeout,
+        )
+        try:
+            outcome = await worker.invoke(request)
+        finally:
+            pool.release(worker)
+        if outcome.error_type is not None:
+            logger.info("%s:%s request %s failed: %s", manifest.name, version.version, request_id, outcome.error_type)
+        if outcome.output and logger.isEnabledFor(logging.DEBUG):
+            output = outcome.output.decode(errors="replace")
+            logger.debug("%s:%s request %s output:\n%s", manifest.name, version.version, request_id, output)
+        return outcome
+
+    def _queue_event(
+        self, resolved: ResolvedFunction, request_id: str, payload: bytes, client_context: str | None
+    ) -> None:
+        name = resolved.manifest.name
+        if self._queued_events[name] >= MAX_QUEUED_EVENTS:
+            raise TooManyRequests("Rate Exceeded.", reason="ReservedFunctionConcurrentInvocationLimitExceeded")
+        self._queued_events[name] += 1
+        task = asyncio.create_task(self._run_event(resolved, request_id, payload, client_context))
+        self._events.add(task)
+        task.add_done_callback(self._events.discard)
+
+    async def _run_event(
+        self, resolved: ResolvedFunction, request_id: str, payload: bytes, client_context: str | None
+    ) -> None:
+        name = resolved.manifest.name
+        try:
+            outcome = await self._run(resolved, request_id, payload, client_context, wait_for_worker=True)
+        except Exception:
+            logger.exception("Event invocation %s of %s failed", request_id, name)
+            return
+        finally:
+            self._queued_events[name] -= 1
+        if outcome.function_error:
+            logger.warning("Event invocation %s of %s failed: %s", request_id, name, outcome.payload[:1000])
+
+    def _worker_environment(self, version: FunctionVersion) -> dict[str, str]:
+        """A worker's environment: a few inherited variables, the function's own, and those Lambda sets."""
+        environment = {
+            name: value
+            for name, value in os.environ.items()
+            if name in _INHERITED_VARIABLES or name.startswith(_INHERITED_PREFIX)
+        }
+        environment.update(version.environment)
+        environment.update(
+            {
+                "_HANDLER": version.handler,
+                "LAMBDA_TASK_ROOT": str(version.code_dir),
+                "LAMBDA_RUNTIME_DIR": str(WORKER_SCRIPT.parent),
+                "AWS_REGION": self.region,
+                "AWS_DEFAULT_REGION": self.region,
+                "AWS_EXECUTION_ENV": f"AWS_Lambda_{version.runtime}",
+                "AWS_LAMBDA_FUNCTION_NAME": version.function_name,
+                "AWS_LAMBDA_FUNCTION_VERSION": version.version,
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(version.memory_size),
+                "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{version.function_name}",
+                "TZ": ":UTC",
+            }
+        )
+        return environment
+
+
+def _decode_client_context(header: str | None) -> str | None:
+    """The JSON text of an X-Amz-Client-Context header (base64 of a JSON object)."""
+    if not header:
+        return None
+    if len(header) > MAX_CLIENT_CONTEXT_BYTES:
+        raise InvalidRequestContent(f"Client context must be at most {MAX_CLIENT_CONTEXT_BYTES} bytes")
+    try:
+        text = base64.b64decode(header, validate=True).decode()
+        if isinstance(json.loads(text), dict):
+            return text
+    except (binascii.Error, ValueError):
+        pass
+    raise InvalidRequestContent("Client context must be a valid Base64-encoded JSON object.")
+
+
+def _lambda_log(request_id: str, version: FunctionVersion, outcome: InvocationOutcome) -> bytes:
+    """The invocation's log as Lambda writes it: START, what the handler wrote, END and REPORT."""
+    parts = [f"START RequestId: {request_id} Version: {version.version}\n".encode()]
+    if outcome.output:
+        parts.append(outcome.output if outcome.output.endswith(b"\n") else outcome.output + b"\n")
+    if outcome.platform_log:
+        parts.append(f"{outcome.platform_log}\n".encode())
+    parts.append(f"END RequestId: {request_id}\n".encode())
+    report = (
+        f"REPORT RequestId: {request_id}\tDuration: {outcome.duration_ms:.2f} ms\t"
+        f"Billed Duration: {max(1, math.ceil(outcome.duration_ms))} ms\tMemory Size: {version.memory_size} MB\t"
+    )
+    if outcome.memory_used_mb is not None:
+        report += f"Max Memory Used: {outcome.memory_used_mb} MB\t"
+    if outcome.init_duration_ms is not None:
+        report += f"Init Duration: {outcome.init_duration_ms:.2f} ms\t"
+    parts.append(f"{report}\n".encode())
+    return b"".join(parts)

@@ -1,0 +1,88 @@
+"""Fixtures: the real runtime on a free port over functions written into tmp_path, and a real boto3 client."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from local_lambda import LocalLambdaRuntime
+
+REGION = "us-east-1"
+# Every wait in these tests is bounded by this; a healthy runtime answers in milliseconds.
+WAIT_SECONDS = 10.0
+
+FunctionMaker = Callable[..., Path]
+
+
+def make_lambda_client(endpoint_url: str) -> Any:
+    """A boto3 Lambda client for the runtime: any credentials, no retries, bounded reads."""
+    return boto3.client(
+        "lambda",
+        endpoint_url=endpoint_url,
+        region_name=REGION,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=30),
+    )
+
+
+def write_function(functions_dir: Path, name: str, code: str, **manifest: Any) -> Path:
+    """Write a function folder: handler.py holding `code` (dedented) and function.json holding `manifest`."""
+    directory = functions_dir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "handler.py").write_text(textwrap.dedent(code))
+    (directory / "function.json").write_text(json.dumps(manifest))
+    return directory
+
+
+def invoke_json(client: Any, name: str, event: Any = None, **options: Any) -> tuple[dict[str, Any], Any]:
+    """Invoke synchronously; the boto3 response and its decoded payload."""
+    response = client.invoke(FunctionName=name, Payload=json.dumps({} if event is None else event), **options)
+    return response, json.loads(response["Payload"].read())
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
+    """Poll `condition` until it holds; AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout:g} s")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def functions_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "functions"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def make_function(functions_dir: Path) -> FunctionMaker:
+    """Write a function into the test's functions folder (see write_function)."""
+
+    def make(name: str, code: str, **manifest: Any) -> Path:
+        return write_function(functions_dir, name, code, **manifest)
+
+    return make
+
+
+@pytest.fixture
+def runtime(functions_dir: Path) -> Iterator[LocalLambdaRuntime]:
+    """The runtime serving the test's functions folder on a free port, from a background thread."""
+    with LocalLambdaRuntime(functions_dir, port=0, region=REGION).run_in_thread() as running:
+        yield running
+
+
+@pytest.fixture
+def lambda_client(runtime: LocalLambdaRuntime) -> Any:
+    """A boto3 Lambda client pointed at `runtime`."""
+    return make_lambda_client(runtime.endpoint_url)

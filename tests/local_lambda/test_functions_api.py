@@ -1,0 +1,147 @@
+"""ListFunctions and GetFunctionConfiguration through boto3."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.local_lambda.conftest import FunctionMaker
+
+HANDLER = "def lambda_handler(event, context):\n    return event\n"
+ARN_PREFIX = "arn:aws:lambda:us-east-1:000000000000:function:"
+LAST_MODIFIED = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}\+0000")
+
+
+def test_list_functions_pages_sorted_by_name(
+    functions_dir: Path, make_function: FunctionMaker, lambda_client: Any
+) -> None:
+    names = [f"waddlebot-fn-{number:02d}" for number in range(60)]
+    for name in reversed(names):
+        make_function(name, HANDLER)
+    (functions_dir / "not-a-function").mkdir()  # no manifest: not listed
+
+    first = lambda_client.list_functions()
+    second = lambda_client.list_functions(Marker=first["NextMarker"])
+
+    assert [f["FunctionName"] for f in first["Functions"]] == names[:50]
+    assert [f["FunctionName"] for f in second["Functions"]] == names[50:]
+    assert "NextMarker" not in second
+    small_pages = lambda_client.get_paginator("list_functions").paginate(PaginationConfig={"PageSize": 7})
+    page_sizes = []
+    listed = []
+    for page in small_pages:
+        page_sizes.append(len(page["Functions"]))
+        listed += [f["FunctionName"] for f in page["Functions"]]
+    assert listed == names
+    assert page_sizes == [7] * 8 + [4]
+
+
+def test_list_functions_with_all_versions(make_function: FunctionMaker, lambda_client: Any) -> None:
+    directory = make_function("versioned", HANDLER, versions={"1": {}, "2": {}})
+    for number in ("1", "2"):
+        (directory / "versions" / number).mkdir(parents=True)
+        (directory / "versions" / number / "handler.py").write_text(HANDLER)
+    make_function("plain", HANDLER)
+
+    pages = lambda_client.get_paginator("list_functions").paginate(
+        FunctionVersion="ALL", PaginationConfig={"PageSize": 2}
+    )
+    listed = [(f["FunctionName"], f["Version"], f["FunctionArn"]) for page in pages for f in page["Functions"]]
+
+    assert listed == [
+        ("plain", "$LATEST", f"{ARN_PREFIX}plain"),
+        ("versioned", "$LATEST", f"{ARN_PREFIX}versioned"),
+        ("versioned", "1", f"{ARN_PREFIX}versioned:1"),
+        ("versioned", "2", f"{ARN_PREFIX}versioned:2"),
+    ]
+
+
+def test_list_functions_refuses_bad_markers(lambda_client: Any) -> None:
+    with pytest.raises(lambda_client.exceptions.InvalidParameterValueException, match="marker"):
+        lambda_client.list_functions(Marker="not-a-marker")
+
+
+def test_function_configuration_has_lambdas_fields(make_function: FunctionMaker, lambda_client: Any) -> None:
+    directory = make_function(
+        "configured",
+        HANDLER,
+        handler="handler.lambda_handler",
+        runtime="python3.11",
+        timeout=7,
+        memory_size=256,
+        description="A test function",
+        environment={"GREETING": "hello"},
+    )
+
+    configuration = lambda_client.get_function_configuration(FunctionName="configured")
+
+    assert configuration["FunctionName"] == "configured"
+    assert configuration["FunctionArn"] == f"{ARN_PREFIX}configured"
+    assert configuration["Runtime"] == "python3.11"
+    assert configuration["Role"].startswith("arn:aws:iam::000000000000:role/")
+    assert configuration["Handler"] == "handler.lambda_handler"
+    assert configuration["CodeSize"] == len(HANDLER)  # the code, not the manifest
+    assert len(base64.b64decode(configuration["CodeSha256"], validate=True)) == 32
+    assert configuration["Description"] == "A test function"
+    assert configuration["Timeout"] == 7
+    assert configuration["MemorySize"] == 256
+    assert LAST_MODIFIED.fullmatch(configuration["LastModified"])
+    assert configuration["Version"] == "$LATEST"
+    assert configuration["Environment"] == {"Variables": {"GREETING": "hello"}}
+    assert configuration["State"] == "Active"
+    assert configuration["PackageType"] == "Zip"
+    # The same as ListFunctions reports.
+    listed = lambda_client.list_functions()["Functions"][0]
+    assert {key: listed[key] for key in ("CodeSha256", "CodeSize", "Version", "FunctionArn")} == {
+        key: configuration[key] for key in ("CodeSha256", "CodeSize", "Version", "FunctionArn")
+    }
+
+    (directory / "handler.py").write_text(HANDLER + "# edited\n")
+    edited = lambda_client.get_function_configuration(FunctionName="configured")
+    assert edited["CodeSha256"] != configuration["CodeSha256"]
+    assert edited["CodeSize"] == len(HANDLER) + len("# edited\n")
+
+
+def test_function_configuration_by_qualifier(make_function: FunctionMaker, lambda_client: Any) -> None:
+    directory = make_function(
+        "released",
+        HANDLER + "# latest\n",
+        timeout=5,
+        versions={"1": {"code": "versions/1", "timeout": 3, "last_modified": "2026-01-02T03:04:05.678+0000"}},
+        aliases={"live": "1"},
+    )
+    (directory / "versions" / "1").mkdir(parents=True)
+    (directory / "versions" / "1" / "handler.py").write_text(HANDLER)
+
+    latest = lambda_client.get_function_configuration(FunctionName="released", Qualifier="$LATEST")
+    version = lambda_client.get_function_configuration(FunctionName="released", Qualifier="1")
+    alias = lambda_client.get_function_configuration(FunctionName="released", Qualifier="live")
+    by_name = lambda_client.get_function_configuration(FunctionName="released:live")
+
+    assert (latest["Version"], latest["Timeout"]) == ("$LATEST", 5)
+    assert latest["FunctionArn"] == f"{ARN_PREFIX}released:$LATEST"
+    assert (version["Version"], version["FunctionArn"], version["Timeout"]) == ("1", f"{ARN_PREFIX}released:1", 3)
+    assert version["LastModified"] == "2026-01-02T03:04:05.678+0000"
+    assert version["CodeSize"] == len(HANDLER)
+    assert latest["CodeSize"] == len(HANDLER + "# latest\n")  # without the versions folder
+    assert version["CodeSha256"] != latest["CodeSha256"]
+    assert (alias["Version"], alias["FunctionArn"]) == ("1", f"{ARN_PREFIX}released:live")
+    assert by_name == {**alias, "ResponseMetadata": by_name["ResponseMetadata"]}
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException, match="released:9"):
+        lambda_client.get_function_configuration(FunctionName="released", Qualifier="9")
+
+
+def test_a_broken_manifest_is_reported_and_skipped(
+    functions_dir: Path, make_function: FunctionMaker, lambda_client: Any
+) -> None:
+    make_function("good", HANDLER)
+    broken = make_function("broken", HANDLER)
+    (broken / "function.json").write_text('{"timeout": "soon"}')
+
+    assert [f["FunctionName"] for f in lambda_client.list_functions()["Functions"]] == ["good"]
+    with pytest.raises(lambda_client.exceptions.ServiceException, match="'timeout' must be a whole number"):
+        lambda_client.invoke(FunctionName="broken")

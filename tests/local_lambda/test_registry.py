@@ -1,0 +1,110 @@
+"""The functions folder as the registry reads it: manifests, their mistakes, and function names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local_lambda import FunctionRegistry, ManifestError
+from local_lambda.errors import InvalidParameterValue, ResourceNotFound
+from local_lambda.registry import split_function_name
+
+HANDLER = "def lambda_handler(event, context):\n    return event\n"
+
+
+def _write(functions_dir: Path, name: str, manifest: Any) -> Path:
+    directory = functions_dir / name
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "handler.py").write_text(HANDLER)
+    (directory / "function.json").write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
+    return directory
+
+
+def test_defaults_apply_to_an_empty_manifest(functions_dir: Path) -> None:
+    _write(functions_dir, "plain", {})
+
+    manifest = FunctionRegistry(functions_dir, "us-east-1").load("plain")
+
+    latest = manifest.latest
+    assert (latest.handler, latest.timeout, latest.memory_size, latest.environment) == (
+        "handler.lambda_handler",
+        3,
+        128,
+        (),
+    )
+    assert latest.runtime.startswith("python3.")
+    assert manifest.concurrency == 4
+    assert (manifest.versions, manifest.aliases) == ({}, {})
+
+
+@pytest.mark.parametrize(
+    ("manifest", "complaint"),
+    [
+        ("{not json", "not valid JSON"),
+        ([], "must hold a JSON object"),
+        ({"timout": 3}, "unknown keys ['timout']"),
+        ({"timeout": 0}, "'timeout' must be a whole number of seconds from 1 to 900"),
+        ({"timeout": True}, "'timeout'"),
+        ({"memory_size": 64}, "'memory_size' must be a whole number of MB from 128 to 10240"),
+        ({"runtime": "nodejs20.x"}, "'runtime' must be a Python runtime"),
+        ({"handler": "lambda_handler"}, "'handler' must look like module.function"),
+        ({"environment": {"A": 1}}, "'environment' must be an object of NAME -> string value"),
+        ({"concurrency": 0}, "'concurrency' must be a whole number from 1 to 1000"),
+        ({"aliases": {"live": "3"}}, "alias 'live' points at '3', which is not a version"),
+        ({"aliases": {"123": "$LATEST"}}, "alias '123' must be letters"),
+        ({"versions": {"one": {}}}, "version numbers are whole numbers"),
+        ({"versions": {"1": {"code": "../elsewhere"}}}, "'code' must name a folder inside"),
+        ({"versions": {"1": {}}}, "its code folder"),
+    ],
+)
+def test_manifest_mistakes_are_named(functions_dir: Path, manifest: Any, complaint: str) -> None:
+    _write(functions_dir, "mistaken", manifest)
+
+    with pytest.raises(ManifestError) as error:
+        FunctionRegistry(functions_dir, "us-east-1").load("mistaken")
+
+    assert complaint in error.value.message
+    assert "mistaken/function.json" in error.value.message
+
+
+def test_a_manifest_edit_is_read_again(functions_dir: Path) -> None:
+    directory = _write(functions_dir, "changing", {"timeout": 3})
+    registry = FunctionRegistry(functions_dir, "us-east-1")
+    assert registry.load("changing").latest.timeout == 3
+
+    (directory / "function.json").write_text(json.dumps({"timeout": 10, "description": "longer"}))
+
+    assert registry.load("changing").latest.timeout == 10
+
+
+def test_names_that_are_not_functions_are_not_found(functions_dir: Path) -> None:
+    registry = FunctionRegistry(functions_dir, "us-east-1")
+    (functions_dir / "no-manifest").mkdir()
+
+    for name in ("missing", "no-manifest", "..", "a/b", ""):
+        with pytest.raises(ResourceNotFound):
+            registry.load(name)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("echo", ("echo", None)),
+        ("echo:live", ("echo", "live")),
+        ("123456789012:function:echo", ("echo", None)),
+        ("123456789012:function:echo:3", ("echo", "3")),
+        ("arn:aws:lambda:eu-west-1:123456789012:function:echo", ("echo", None)),
+        ("arn:aws:lambda:eu-west-1:123456789012:function:echo:$LATEST", ("echo", "$LATEST")),
+    ],
+)
+def test_function_names_arns_and_qualifiers(raw: str, expected: tuple[str, str | None]) -> None:
+    assert split_function_name(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["arn:aws:lambda:function", "a:b:c", "arn:aws:s3:::bucket"])
+def test_malformed_names_are_refused(raw: str) -> None:
+    with pytest.raises(InvalidParameterValue):
+        split_function_name(raw)
