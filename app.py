@@ -57,6 +57,7 @@ LOG_FILE_BACKUPS = 5
 DEV_CLIENT_ID = "local-dev"
 # A worker that dies sooner than this after starting is not restarted: it would only die again (a bad port...).
 WORKER_MIN_UPTIME_SECONDS = 5.0
+WORKER_RESTART_DELAY_SECONDS = 1.0
 # How long the parent waits, beyond the grace period, before it kills a worker that does not stop.
 WORKER_STOP_MARGIN_SECONDS = 10.0
 # How long the embedded Lambda runtime may take to listen (it imports no handler until the first call).
@@ -395,6 +396,9 @@ async def _supervise(settings: Settings) -> int:
                 stop.set()
                 return
             logger.warning("worker %d (pid %d) exited with %s; starting another", slot, process.pid, code)
+            # A pause, so that a worker dying over and over does not spin the parent.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WORKER_RESTART_DELAY_SECONDS)
 
     logger.info(
         "starting %d workers on REST port %s and gRPC port %s", settings.workers, settings.rest_port, settings.grpc_port

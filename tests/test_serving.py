@@ -21,6 +21,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import app
 from proto import lambda_action_pb2 as pb
 from proto import lambda_action_pb2_grpc as pb_grpc
 from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY
@@ -289,3 +290,40 @@ def test_workers_share_one_embedded_runtime_started_by_the_parent(start_module):
     assert module.stop() == 0, module.text()
     with pytest.raises(ProcessLookupError):
         os.kill(runtime_pid, 0)
+
+
+def _children(pid: int) -> set[int]:
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def test_the_parent_replaces_a_worker_that_dies(start_module, fake: FakeLambda):
+    fake.add_function("waddlebot-echo")
+    module = start_module(WORKERS="2")
+    token = module.token()
+    workers = _children(module.process.pid)
+    assert len(workers) == 2
+    # A worker that dies right after starting is taken for a broken configuration, not replaced: be older.
+    time.sleep(app.WORKER_MIN_UPTIME_SECONDS + 0.5)
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+
+    deadline = time.monotonic() + 30
+    while len(_children(module.process.pid) - {victim}) < 2:
+        assert time.monotonic() < deadline, module.text()
+        time.sleep(0.1)
+    replacement = (_children(module.process.pid) - workers).pop()
+    deadline = time.monotonic() + 30
+    while f"[{replacement}] hypercorn.error: Running on" not in module.text():
+        assert time.monotonic() < deadline, module.text()
+        time.sleep(0.1)
+    for number in range(8):
+        with grpc.insecure_channel(module.grpc_target) as channel:
+            reply = pb_grpc.LambdaActionStub(channel).InvokeFunction(
+                pb.InvokeFunctionRequest(
+                    function_name="waddlebot-echo", payload=json.dumps({"n": number}), token=token
+                ),
+                timeout=10,
+            )
+        assert reply.success
+    assert f"(pid {victim}) exited with -9; starting another" in module.text()
+    assert module.stop() == 0, module.text()
