@@ -9,7 +9,9 @@ import logging
 import logging.handlers
 import os
 import signal
+import socket
 import sys
+import warnings
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -62,6 +64,8 @@ WORKER_RESTART_DELAY_SECONDS = 1.0
 WORKER_STOP_MARGIN_SECONDS = 10.0
 # How long the embedded Lambda runtime may take to listen (it imports no handler until the first call).
 LOCAL_RUNTIME_READY_SECONDS = 15.0
+# How often the process that started the embedded runtime checks it is still there.
+LOCAL_RUNTIME_CHECK_SECONDS = 1.0
 
 
 def create_app(settings: Settings, service: LambdaService, authenticator: Authenticator) -> Quart:
@@ -183,6 +187,12 @@ async def build_module(settings: Settings, lambda_client: Any = None, *, prepare
 
 def choose_lambda_backend(settings: Settings, environ: Mapping[str, str]) -> Settings:
     """Settings with LAMBDA_BACKEND=auto made concrete: aws when AWS is configured here, else local."""
+    if settings.lambda_backend == "aws" and find_aws(environ) is None:
+        logger.warning(
+            "LAMBDA_BACKEND=aws, but boto3 finds no AWS credentials and no endpoint is set: invocations will answer "
+            "503 BackendNotConfigured until AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an IAM role or "
+            "AWS_ENDPOINT_URL_LAMBDA is set"
+        )
     if settings.lambda_backend != "auto":
         return settings
     found = find_aws(environ)
@@ -194,6 +204,27 @@ def choose_lambda_backend(settings: Settings, environ: Mapping[str, str]) -> Set
         settings.local_functions_dir,
     )
     return replace(settings, lambda_backend="local", lambda_backend_reason="auto: no AWS credentials or endpoint found")
+
+
+def check_ports_free(settings: Settings) -> None:
+    """Stop before anything is started or written when a port this module needs is taken (another instance?)."""
+    wanted = [("REST_PORT", settings.host, settings.rest_port), ("GRPC_PORT", settings.host, settings.grpc_port)]
+    if settings.lambda_backend == "local":
+        wanted.append(("LOCAL_LAMBDA_PORT", "127.0.0.1", settings.local_lambda_port))
+    for variable, host, port in wanted:
+        if port == 0:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As the servers themselves bind: a connection of an earlier run in TIME_WAIT is no obstacle,
+            # but a listener is, even one that shares its port (SO_REUSEPORT) with its own workers.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                raise OSError(
+                    f"{variable}={port} cannot be used on {host}: {error.strerror}; "
+                    "is another instance running? Stop it or choose another port"
+                ) from None
 
 
 def local_runtime_url(settings: Settings) -> str:
@@ -209,6 +240,12 @@ async def _prepare_clients(settings: Settings, clients: ClientStore) -> None:
         secret = new_secret()
         await clients.save(DEV_CLIENT_ID, hash_secret(secret), description="development client, reset at each start")
         _announce_development_client(settings, secret)
+    elif settings.bootstrap_client_id != DEV_CLIENT_ID:
+        # A development run against this database left its client behind; with a real key it must not work.
+        development = await clients.get(DEV_CLIENT_ID)
+        if development is not None and development.active:
+            await clients.set_active(DEV_CLIENT_ID, False)
+            logger.warning("disabled the development client %s: MODULE_SECRET_KEY is configured", DEV_CLIENT_ID)
 
 
 def _announce_development_client(settings: Settings, secret: str) -> None:
@@ -270,8 +307,10 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.include_server_header = False
-    # Hypercorn sets SO_REUSEPORT on its sockets when it is told of more than one worker.
+    # Hypercorn sets SO_REUSEPORT on its sockets when it is told of more than one worker; its warning that
+    # `workers` means nothing to serve() is true (this module runs the processes) and only confuses readers.
     config.workers = settings.workers
+    warnings.filterwarnings("ignore", message="The config `workers` has no affect", category=Warning)
     return config
 
 
@@ -284,24 +323,46 @@ async def local_runtime(settings: Settings) -> AsyncIterator[Settings]:
     if settings.lambda_backend != "local":
         yield settings
         return
-    try:
-        runtime = await asyncio.to_thread(
-            RuntimeProcess.start,
+
+    def start(port: int) -> RuntimeProcess:
+        return RuntimeProcess.start(
             settings.local_functions_dir,
             "127.0.0.1",
-            settings.local_lambda_port,
+            port,
             settings.aws_region,
             LOCAL_RUNTIME_READY_SECONDS,
             settings.log_level,
         )
+
+    try:
+        runtime = await asyncio.to_thread(start, settings.local_lambda_port)
     except RuntimeError as error:
         raise OSError(
             f"the local Lambda runtime did not start on 127.0.0.1:{settings.local_lambda_port} ({error}); "
             "is LOCAL_LAMBDA_PORT free?"
         ) from None
+    port = runtime.port
+
+    async def keep_running() -> None:
+        nonlocal runtime
+        while True:
+            await asyncio.sleep(LOCAL_RUNTIME_CHECK_SECONDS)
+            if runtime.running:
+                continue
+            code = await asyncio.to_thread(runtime.stop)
+            logger.error("the local Lambda runtime (pid %d) exited with %s; starting it again", runtime.pid, code)
+            try:
+                runtime = await asyncio.to_thread(start, port)
+            except RuntimeError as error:
+                logger.error("the local Lambda runtime could not be started again: %s; retrying", error)
+
+    watcher = asyncio.ensure_future(keep_running())
     try:
-        yield replace(settings, local_lambda_port=runtime.port)
+        yield replace(settings, local_lambda_port=port)
     finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
         await asyncio.to_thread(runtime.stop)
 
 
@@ -495,6 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = replace(settings, lambda_backend_reason=arguments.lambda_backend_reason)
         elif not worker:
             settings = choose_lambda_backend(settings, os.environ)
+            check_ports_free(settings)
         if settings.workers > 1 and not worker:
             return asyncio.run(supervise(settings))
         asyncio.run(serve(settings, worker=worker))

@@ -17,7 +17,8 @@ _SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
 def describe_url(url: str) -> str:
-    """The database URL with any password masked, for logs and error messages."""
+    """The database URL as a user writes it (postgresql://), with any password masked, for logs and errors."""
+    url = re.sub(r"^postgres3://", "postgresql://", url)
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 

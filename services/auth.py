@@ -111,6 +111,9 @@ class Authenticator:
         except jwt.ExpiredSignatureError:
             audit.authentication("-", source, ok=False, reason="expired token")
             raise Unauthenticated("token expired: get a new one from POST /api/v1/token") from None
+        except jwt.MissingRequiredClaimError as exc:
+            audit.authentication("-", source, ok=False, reason=f"invalid token (no {exc.claim})")
+            raise Unauthenticated(f"invalid token: it must carry the {exc.claim!r} claim (exp and iat)") from None
         except jwt.InvalidTokenError as exc:
             audit.authentication("-", source, ok=False, reason=f"invalid token ({type(exc).__name__})")
             raise Unauthenticated("invalid token") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +46,9 @@ class Database:
         try:
             return connect(self.url)
         except Exception as exc:
-            raise DatabaseUnavailable(f"cannot open the database at {describe_url(self.url)}: {exc}") from exc
+            raise DatabaseUnavailable(
+                f"cannot open the database at DATABASE_URL={describe_url(self.url)}: {_root_cause(exc)}"
+            ) from exc
 
     def _thread_db(self) -> DAL:
         db = getattr(self._local, "db", None)
@@ -133,3 +136,16 @@ def _chain(exc: BaseException):
     while exc is not None:
         yield exc
         exc = exc.__cause__ or exc.__context__
+
+
+_EXCEPTION_LINE = re.compile(r"^[\w.]+(?:Error|Exception): ")
+
+
+def _root_cause(error: Exception) -> str:
+    """The driver's own words: PyDAL wraps a failed connect in a RuntimeError holding a whole traceback."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    starts = [index for index, line in enumerate(lines) if _EXCEPTION_LINE.match(line)]
+    if lines and lines[0].startswith("Failure to connect") and starts:
+        # The last exception of the traceback, without its class name, with the lines it goes on over.
+        return " ".join([_EXCEPTION_LINE.sub("", lines[starts[-1]]), *lines[starts[-1] + 1 :]])
+    return " ".join(lines) or type(error).__name__

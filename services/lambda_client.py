@@ -193,6 +193,11 @@ def translate_error(error: BaseException, function_name: str, qualifier: str | N
     if isinstance(error, ClientError):
         code = error_code(error) or "Unknown"
         message = error.response.get("Error", {}).get("Message") or str(error)
+        if code in _NOT_FOUND_CODES and qualifier:
+            return FunctionNotFound(
+                f"function {function_name!r} has no version or alias {qualifier!r} (or the function itself does "
+                f"not exist): {message}"
+            )
         if code in _NOT_FOUND_CODES:
             return FunctionNotFound(f"function {target!r} was not found: {message}")
         if code == "RequestTooLargeException":

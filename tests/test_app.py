@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from app import Module, build_module, choose_lambda_backend, configure_logging, create_app, local_runtime, main
+from app import (
+    Module,
+    build_module,
+    check_ports_free,
+    choose_lambda_backend,
+    configure_logging,
+    create_app,
+    local_runtime,
+    main,
+)
+from services.errors import Unauthenticated
 from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY, SettingsFactory
 
 SETTING_VARIABLES = (
@@ -386,3 +396,51 @@ async def test_a_local_runtime_that_cannot_listen_is_a_clear_start_up_error(make
         with pytest.raises(OSError, match="LOCAL_LAMBDA_PORT"):
             async with local_runtime(settings):
                 pass
+
+
+# -- start-up mistakes and leftovers ------------------------------------------------------------------------
+
+
+async def test_a_configured_key_disables_a_development_client_left_in_the_database(
+    make_settings: SettingsFactory, capsys: pytest.CaptureFixture[str]
+):
+    development = await build_module(make_settings(MODULE_SECRET_KEY=""), lambda_client=object())
+    await development.close()
+    secret = re.search(r"client_secret=(\S+)", capsys.readouterr().out).group(1)
+
+    module = await build_module(make_settings(), lambda_client=object())
+    try:
+        left = await module.clients.get("local-dev")
+        assert left is not None
+        assert left.active is False
+        with pytest.raises(Unauthenticated):
+            await module.authenticator.issue_token("local-dev", secret, "127.0.0.1")
+    finally:
+        await module.close()
+
+
+@pytest.mark.parametrize("variable", ["REST_PORT", "GRPC_PORT", "LOCAL_LAMBDA_PORT"])
+def test_a_port_in_use_stops_start_up_naming_its_variable(make_settings: SettingsFactory, variable: str):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        settings = make_settings(HOST="127.0.0.1", LAMBDA_BACKEND="local", **{variable: str(port)})
+        with pytest.raises(OSError, match=f"{variable}={port} cannot be used"):
+            check_ports_free(settings)
+
+
+def test_an_unreachable_database_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys):
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    for name in SETTING_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODULE_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://lambda:s3cret@127.0.0.1:{port}/lambda")
+    monkeypatch.setenv("LOG_DIR", str(tmp_path / "logs"))
+
+    assert main(["clients", "list"]) == 1
+
+    err = capsys.readouterr().err
+    assert f"DATABASE_URL=postgresql://lambda:***@127.0.0.1:{port}/lambda" in err
+    assert "Connection refused" in err
+    assert "Traceback" not in err
+    assert "s3cret" not in err

@@ -327,3 +327,24 @@ def test_the_parent_replaces_a_worker_that_dies(start_module, fake: FakeLambda):
         assert reply.success
     assert f"(pid {victim}) exited with -9; starting another" in module.text()
     assert module.stop() == 0, module.text()
+
+
+def test_an_embedded_runtime_that_dies_is_started_again(start_module):
+    module = start_module(LAMBDA_BACKEND="local", LOCAL_LAMBDA_PORT="0")
+    token = module.token()
+    [first] = re.findall(r"local_lambda\.process: local Lambda runtime \(pid (\d+)\)", module.text())
+    os.kill(int(first), signal.SIGKILL)
+
+    deadline = time.monotonic() + 30
+    while len(re.findall(r"local_lambda\.process: local Lambda runtime \(pid (\d+)\)", module.text())) < 2:
+        assert time.monotonic() < deadline, module.text()
+        time.sleep(0.1)
+    assert f"the local Lambda runtime (pid {first}) exited with -9; starting it again" in module.text()
+    with grpc.insecure_channel(module.grpc_target) as channel:
+        reply = pb_grpc.LambdaActionStub(channel).InvokeFunction(
+            pb.InvokeFunctionRequest(function_name="waddlebot-echo", payload='{"again": true}', token=token),
+            timeout=10,
+        )
+    assert reply.success
+    assert json.loads(reply.payload) == {"again": True}
+    assert module.stop() == 0, module.text()

@@ -155,10 +155,9 @@ async def test_reflection_can_be_turned_off(make_harness: HarnessFactory):
 async def test_an_open_health_watch_does_not_hold_a_drain_with_nothing_under_way(harness: Harness):
     watch = _health(harness).Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
     assert (await watch.read()).status == SERVING
-    loop = asyncio.get_running_loop()
-    started = loop.time()
 
-    await harness.server.drain(0.8)
+    # A grace period far longer than the bound below: only a drain that stops waiting once nothing is under
+    # way can finish inside the bound, however slow this machine is today.
+    await asyncio.wait_for(harness.server.drain(600), timeout=30)
 
     assert (await watch.read()).status == NOT_SERVING
-    assert loop.time() - started < 0.4

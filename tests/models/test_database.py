@@ -152,6 +152,6 @@ def test_processes_starting_together_on_one_fresh_postgresql_all_create_the_sche
 
 
 def test_describe_url_masks_the_password():
-    assert describe_url("postgres3://lambda:s3cret@db:5432/x") == "postgres3://lambda:***@db:5432/x"
-    assert describe_url("postgres3://lambda@db:5432/x") == "postgres3://lambda@db:5432/x"
+    assert describe_url("postgres3://lambda:s3cret@db:5432/x") == "postgresql://lambda:***@db:5432/x"
+    assert describe_url("postgres3://lambda@db:5432/x") == "postgresql://lambda@db:5432/x"
     assert describe_url("sqlite:///tmp/x.sqlite") == "sqlite:///tmp/x.sqlite"

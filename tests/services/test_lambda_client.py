@@ -154,7 +154,9 @@ def test_not_found_names_the_function_and_qualifier(lambda_client):
     error = raised_by(lambda: lambda_client.invoke(FunctionName="waddlebot-missing", Qualifier="live"))
 
     assert error_code(error) == "ResourceNotFoundException"
-    assert "'waddlebot-missing:live'" in translate_error(error, "waddlebot-missing", "live").message
+    message = translate_error(error, "waddlebot-missing", "live").message
+    assert message.startswith("function 'waddlebot-missing' has no version or alias 'live'")
+    assert "'waddlebot-missing' was not found" in translate_error(error, "waddlebot-missing").message
 
 
 def test_throttled_carries_lambdas_retry_after(lambda_client, fake: FakeLambda):
