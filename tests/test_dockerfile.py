@@ -147,3 +147,16 @@ def test_cmd_stops_cleanly_on_sigterm(container: RunningContainer):
     output = container.process.communicate(timeout=30)[0]
     assert container.process.returncode == 0, output
     assert "Traceback" not in output
+
+
+def test_every_package_of_the_module_is_copied_into_the_image():
+    copied = {
+        source.rstrip("/")
+        for keyword, arguments in _instructions()
+        if keyword == "COPY"
+        for source in arguments.split()[:-1]
+    }
+    packages = {path.parent.name for path in ROOT.glob("*/__init__.py")} - {"tests", "bench"}
+    modules = {path.name for path in ROOT.glob("*.py")}
+    missing = (packages | modules | {"functions"}) - copied
+    assert not missing, f"the image would lack {sorted(missing)}: add a COPY line"
