@@ -27,7 +27,7 @@ def publish_version(functions_dir: Path | str, function_name: str, description: 
     manifest_path = manifest.directory / MANIFEST_FILE
     raw: dict[str, Any] = json.loads(manifest_path.read_bytes())
     latest = manifest.latest
-    sha256 = code_sha256(latest.code_dir, latest.excluded)
+    sha256 = code_sha256(latest.code_dir, latest.excluded, registry.root)  # refuses links leading outside
     # Everything the version runs with is recorded, so later edits of the manifest leave the version as it was.
     settings = {
         "handler": latest.handler,

@@ -20,7 +20,9 @@ back to the top-level ones for those it leaves out (`python -m local_lambda publ
 later edits to the manifest do not change the version). An alias names a version or `$LATEST`.
 
 Everything is read from disk when asked and cached by modification time, so new folders, edited manifests
-and edited code are seen without a restart.
+and edited code are seen without a restart. Symbolic links are followed only where they stay inside the
+functions folder: a function folder, manifest or code file linking outside it is refused, so that nothing
+outside the folder is listed or run.
 """
 
 from __future__ import annotations
@@ -159,6 +161,7 @@ class FunctionRegistry:
     def __init__(self, functions_dir: Path, region: str) -> None:
         self.functions_dir = functions_dir
         self.region = region
+        self.root = functions_dir.resolve()  # where every symbolic link must lead
         self._manifests: dict[str, tuple[tuple[int, int, int], FunctionManifest]] = {}
         # Published versions are immutable: their code is scanned once.
         self._published_snapshots: dict[Path, CodeSnapshot] = {}
@@ -182,7 +185,8 @@ class FunctionRegistry:
 
     def load(self, name: str) -> FunctionManifest:
         """A function's manifest; ResourceNotFound when there is no such function, ManifestError when it is broken."""
-        path = self.functions_dir / name / MANIFEST_FILE
+        directory = self.functions_dir / name
+        path = directory / MANIFEST_FILE
         try:
             if not _FUNCTION_NAME.fullmatch(name):
                 raise FileNotFoundError(name)
@@ -190,6 +194,10 @@ class FunctionRegistry:
         except (FileNotFoundError, NotADirectoryError):
             self._manifests.pop(name, None)
             raise ResourceNotFound(f"Function not found: {function_arn(self.region, name)}") from None
+        # Checked at every call, before the cache: a link can be pointed elsewhere at any time.
+        for candidate in (directory, path):
+            if candidate.is_symlink():
+                _check_link_inside(candidate, self.root)
         key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         cached = self._manifests.get(name)
         if cached is not None and cached[0] == key:
@@ -227,7 +235,7 @@ class FunctionRegistry:
             slow = self._slow_latest_snapshots.get(version.code_dir)
             if slow is not None and now - slow[1] < _SLOW_SCAN_REUSE_SECONDS:
                 return slow[0]
-            snapshot = _scan_code(version.code_dir, version.excluded)
+            snapshot = _scan_code(version.code_dir, version.excluded, self.root)
             if time.monotonic() - now > _SLOW_SCAN_SECONDS:
                 self._slow_latest_snapshots[version.code_dir] = (snapshot, now)
             else:
@@ -235,7 +243,9 @@ class FunctionRegistry:
             return snapshot
         snapshot = self._published_snapshots.get(version.code_dir)
         if snapshot is None:
-            snapshot = self._published_snapshots[version.code_dir] = _scan_code(version.code_dir, version.excluded)
+            snapshot = self._published_snapshots[version.code_dir] = _scan_code(
+                version.code_dir, version.excluded, self.root
+            )
         return snapshot
 
     def code_sha256(self, version: FunctionVersion, snapshot: CodeSnapshot) -> str:
@@ -243,7 +253,7 @@ class FunctionRegistry:
         key = (version.code_dir, snapshot.fingerprint)
         digest = self._digests.get(key)
         if digest is None:
-            digest = self._digests[key] = code_sha256(version.code_dir, version.excluded)
+            digest = self._digests[key] = code_sha256(version.code_dir, version.excluded, self.root)
         return digest
 
     # -- what Lambda reports ---------------------------------------------------------------------------
@@ -312,7 +322,11 @@ class FunctionRegistry:
                     more = True
                     break
                 version = manifest.versions[qualifier] if qualifier else manifest.latest
-                configuration = self.configuration(ResolvedFunction(manifest, version, None))
+                try:
+                    configuration = self.configuration(ResolvedFunction(manifest, version, None))
+                except ManifestError as error:  # its code links outside the functions folder
+                    self._report_broken(name, error)
+                    continue
                 if qualifier:  # ListFunctions gives published versions their qualified ARN
                     configuration["FunctionArn"] = function_arn(self.region, name, qualifier)
                 page.append(configuration)
@@ -342,44 +356,56 @@ def _decode_marker(marker: str) -> tuple[str, int]:
         name, order = json.loads(base64.urlsafe_b64decode(marker.encode()))
         if isinstance(name, str) and isinstance(order, int):
             return name, order
-    except (binascii.Error, ValueError, TypeError):
+    except (binascii.Error, ValueError, TypeError, RecursionError):
         pass
-    raise InvalidParameterValue(f"Invalid marker: {marker}")
+    raise InvalidParameterValue(f"Invalid marker: {marker[:100]}")
 
 
 # -- scanning code ---------------------------------------------------------------------------------------
 
 
-def _code_files(code_dir: Path, excluded: frozenset[str]) -> list[tuple[str, os.stat_result]]:
-    """A version's code files, relative paths sorted, without caches, hidden files and `excluded` top-level names."""
+def _check_link_inside(path: Path | str, root: Path) -> None:
+    """ManifestError when the symbolic link `path` leads outside `root`, the functions folder."""
+    target = os.path.realpath(path)
+    if not Path(target).is_relative_to(root):
+        raise ManifestError(f"{path} is a symbolic link to {target}, outside the functions folder {root}")
+
+
+def _code_files(code_dir: Path, excluded: frozenset[str], root: Path) -> list[tuple[str, os.stat_result]]:
+    """A version's code files, relative paths sorted, without caches, hidden files and `excluded` top-level names.
+
+    ManifestError when any of them is a symbolic link leading outside `root`, as the handler would import it.
+    """
     files: list[tuple[str, os.stat_result]] = []
     pending = [(str(code_dir), "")]
     while pending:
         directory, prefix = pending.pop()
         try:
             entries = list(os.scandir(directory))
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:  # removed, unreadable: not code this runtime can see either
             continue
         for entry in entries:
             name = entry.name
             if name.startswith(".") or name == "__pycache__" or (not prefix and name in excluded):
                 continue
             relative = prefix + name
+            if entry.is_symlink():
+                _check_link_inside(entry.path, root)
             # Directories are not followed through symbolic links, so that a link loop cannot hang a request.
-            if entry.is_dir(follow_symlinks=False):
-                pending.append((entry.path, relative + "/"))
-            elif entry.is_file():
-                try:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((entry.path, relative + "/"))
+                elif entry.is_file():
                     files.append((relative, entry.stat()))
-                except FileNotFoundError:  # removed while scanning
-                    continue
+            except OSError:  # removed while scanning, or a link that loops
+                continue
     files.sort(key=lambda item: item[0])
     return files
 
 
-def _scan_code(code_dir: Path, excluded: frozenset[str]) -> CodeSnapshot:
+def _scan_code(code_dir: Path, excluded: frozenset[str], root: Path) -> CodeSnapshot:
     """The code's fingerprint: paths, sizes, modification times and inodes, so any edit or replacement shows."""
-    files = _code_files(code_dir, excluded)
+    files = _code_files(code_dir, excluded, root)
     state = repr([(path, stat.st_mtime_ns, stat.st_size, stat.st_ino) for path, stat in files]).encode()
     return CodeSnapshot(
         fingerprint=hashlib.blake2b(state, digest_size=16).hexdigest(),
@@ -388,10 +414,13 @@ def _scan_code(code_dir: Path, excluded: frozenset[str]) -> CodeSnapshot:
     )
 
 
-def code_sha256(code_dir: Path, excluded: frozenset[str] = frozenset()) -> str:
-    """The base64 SHA-256 of a version's code: each file's relative path and content, in path order."""
+def code_sha256(code_dir: Path, excluded: frozenset[str], root: Path) -> str:
+    """The base64 SHA-256 of a version's code: each file's relative path and content, in path order.
+
+    `root` is the functions folder: ManifestError when a code file links outside it.
+    """
     digest = hashlib.sha256()
-    for relative, _ in _code_files(code_dir, excluded):
+    for relative, _ in _code_files(code_dir, excluded, root):
         digest.update(relative.encode() + b"\0")
         try:
             digest.update((code_dir / relative).read_bytes())
@@ -419,7 +448,7 @@ def latest_excluded(manifest_raw: Mapping[str, Any]) -> frozenset[str]:
 def _parse_manifest(name: str, path: Path, modified_ns: int) -> FunctionManifest:
     try:
         raw = json.loads(path.read_bytes())
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # RecursionError: nested too deeply
         raise ManifestError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(raw, dict):
         raise ManifestError(f"{path}: must hold a JSON object")
@@ -469,7 +498,7 @@ def _parse_manifest(name: str, path: Path, modified_ns: int) -> FunctionManifest
     for alias, target in aliases_raw.items():
         if not _ALIAS_NAME.fullmatch(alias):
             raise ManifestError(f"{path}: alias {alias!r} must be letters, digits, - or _, and not only digits")
-        if target != LATEST and target not in versions:
+        if not isinstance(target, str) or (target != LATEST and target not in versions):
             raise ManifestError(f"{path}: alias {alias!r} points at {target!r}, which is not a version")
 
     concurrency = raw.get("concurrency", DEFAULT_CONCURRENCY)

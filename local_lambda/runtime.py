@@ -90,7 +90,8 @@ class LocalLambdaRuntime:
         """Bind and serve; `port` and `endpoint_url` then give the real address."""
         if not self.functions_dir.is_dir():
             logger.warning("functions folder %s does not exist (yet): no functions to serve", self.functions_dir)
-        server = HttpServer(LambdaApi(self).handle)
+        # No operation takes a body over the synchronous payload limit: a longer one is not held in memory.
+        server = HttpServer(LambdaApi(self).handle, max_body_bytes=MAX_SYNC_PAYLOAD_BYTES)
         self.port = await server.start(self.host, self.port)
         self._server = server
         self._idle_check = asyncio.create_task(self._retire_idle_workers(), name="local-lambda idle workers")
@@ -165,7 +166,7 @@ class LocalLambdaRuntime:
         resolved = self.registry.resolve(function_name, qualifier)
         try:
             json.loads(payload or b"{}")
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: nested deeper than Python can parse
             raise InvalidRequestContent(f"Could not parse request body into json: {error}") from None
         context_json = _decode_client_context(client_context)
         request_id = request_id or str(uuid.uuid4())
@@ -176,21 +177,11 @@ class LocalLambdaRuntime:
             return InvokeResult(202)
 
         outcome = await self._run(resolved, request_id, payload, context_json, wait_for_worker=False)
-        response, function_error = outcome.payload, outcome.function_error
-        if len(response) > MAX_RESPONSE_BYTES:
-            function_error = "Unhandled"
-            response = json.dumps(
-                {
-                    "errorMessage": "Response payload size exceeded maximum allowed payload size "
-                    f"({MAX_RESPONSE_BYTES} bytes).",
-                    "errorType": "Function.ResponseSizeTooLarge",
-                }
-            ).encode()
         log_result = None
         if log_type == "Tail":
             log = _lambda_log(request_id, resolved.version, outcome)
             log_result = base64.b64encode(log[-LOG_RESULT_BYTES:]).decode()
-        return InvokeResult(200, response, resolved.version.version, function_error, log_result)
+        return InvokeResult(200, outcome.payload, resolved.version.version, outcome.function_error, log_result)
 
     def get_function_configuration(self, function_name: str, qualifier: str | None = None) -> dict[str, Any]:
         """GetFunctionConfiguration's answer for a function name (or ARN) and qualifier."""
@@ -247,6 +238,7 @@ class LocalLambdaRuntime:
             invoked_function_arn=function_arn(self.region, manifest.name, resolved.qualifier),
             client_context=client_context,
             timeout_seconds=version.timeout,
+            max_response_bytes=MAX_RESPONSE_BYTES,
         )
         try:
             outcome = await worker.invoke(request)
@@ -321,7 +313,7 @@ def _decode_client_context(header: str | None) -> str | None:
         text = base64.b64decode(header, validate=True).decode()
         if isinstance(json.loads(text), dict):
             return text
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         pass
     raise InvalidRequestContent("Client context must be a valid Base64-encoded JSON object.")
 

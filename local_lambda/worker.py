@@ -237,7 +237,7 @@ def _invoke(handler: Handler, metadata: dict[str, object], payload: bytes) -> tu
     except MemoryError:
         del result
         return _out_of_memory(request_id)
-    except (TypeError, ValueError) as error:
+    except Exception as error:  # not serialisable, circular, or nested past the recursion limit
         body = {
             "errorMessage": f"Unable to marshal response: {error}",
             "errorType": "Runtime.MarshalError",
@@ -245,6 +245,15 @@ def _invoke(handler: Handler, metadata: dict[str, object], payload: bytes) -> tu
             "stackTrace": [],
         }
         print(f"[ERROR] Runtime.MarshalError: {body['errorMessage']}", file=sys.stderr)
+        return {"kind": "error", "memory_used_mb": _memory_used_mb()}, json.dumps(body).encode(), False
+    max_response_bytes = metadata["max_response_bytes"]
+    if len(encoded) > max_response_bytes:
+        # Refused here rather than by the runtime, which would otherwise have to read all of it first.
+        body = {
+            "errorMessage": f"Response payload size ({len(encoded)} bytes) exceeded maximum allowed payload size "
+            f"({max_response_bytes} bytes).",
+            "errorType": "Function.ResponseSizeTooLarge",
+        }
         return {"kind": "error", "memory_used_mb": _memory_used_mb()}, json.dumps(body).encode(), False
     return {"kind": "result", "memory_used_mb": _memory_used_mb()}, encoded, False
 

@@ -34,6 +34,11 @@ INIT_TIMEOUT_SECONDS = 10.0
 STOP_GRACE_SECONDS = 1.0
 # Lambda's LogType=Tail returns the last 4 KB of the invocation's log.
 LOG_TAIL_BYTES = 4096
+# A handler can write over a gigabyte a second to its log file (in TMPDIR, which may be memory). While it runs,
+# the file is checked this often, and past LOG_FILE_MAX_BYTES its tail is kept in memory and the file emptied.
+# (The check is armed at every invocation: a 10 ms timer made warm invocations about 10% slower, 25 ms does not.)
+LOG_TRIM_INTERVAL_SECONDS = 0.025
+LOG_FILE_MAX_BYTES = 1024 * 1024
 _SIGNAL_NAMES = {
     signal.SIGKILL: "killed",
     signal.SIGSEGV: "segmentation fault",
@@ -54,6 +59,7 @@ class InvocationRequest:
     invoked_function_arn: str
     client_context: str | None  # the decoded X-Amz-Client-Context JSON text
     timeout_seconds: float
+    max_response_bytes: int  # a longer result is answered Function.ResponseSizeTooLarge by the worker
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,13 @@ def _error_outcome(
         platform_log=platform_log,
         error_type=error_type,
     )
+
+
+def exit_message(request_id: str, returncode: int | None) -> str:
+    """The error message Lambda gives for a runtime that ended mid-invocation."""
+    if returncode == 0:
+        return f"RequestId: {request_id} Error: Runtime exited without providing a reason"
+    return f"RequestId: {request_id} Error: Runtime exited with error: {exit_description(returncode)}"
 
 
 def exit_description(returncode: int | None) -> str:
@@ -144,6 +157,8 @@ class Worker:
         self._read_transport: asyncio.ReadTransport | None = None
         self._write_transport: asyncio.WriteTransport | None = None
         self._log: IO[bytes] | None = None
+        self._log_trimmer: asyncio.TimerHandle | None = None
+        self._log_kept_tail = b""  # the log's last bytes before it was last emptied, during this invocation
         self._init_duration_ms: float | None = None
         self._pipe_ends: tuple[int, int] | None = None  # ours, between spawning and connecting them to the loop
         # False once the worker cannot take another invocation (it ended, timed out, or will exit).
@@ -186,6 +201,7 @@ class Worker:
         except OSError as error:  # such as a version folder removed since the manifest was read
             name = f"{self.version.function_name}:{self.version.version}"
             raise ServiceFailure(f"Cannot start a worker for {name}: {error}") from error
+        self._schedule_log_trim()
         try:
             async with asyncio.timeout(INIT_TIMEOUT_SECONDS):
                 await self._connect_pipes()
@@ -195,9 +211,10 @@ class Worker:
             message = f"RequestId: {request_id} Error: Init timed out after {INIT_TIMEOUT_SECONDS:.2f} seconds"
             return _error_outcome("Sandbox.Timedout", message, output=self._output_tail(), platform_log=message)
         except (asyncio.IncompleteReadError, ConnectionError):
-            returncode = await self._end()
-            message = f"RequestId: {request_id} Error: Runtime exited with error: {exit_description(returncode)}"
+            message = exit_message(request_id, await self._end())
             return _error_outcome("Runtime.ExitError", message, output=self._output_tail(), platform_log=message)
+        finally:
+            self._cancel_log_trim()
         self._init_duration_ms = (time.perf_counter() - started) * 1000
         if metadata.get("kind") != "init_error":
             return None
@@ -242,6 +259,9 @@ class Worker:
                 pass_fds=(request_read, reply_write),
                 cwd=self.version.code_dir,
                 env=self._environment,
+                # Its own process group, so that ending the worker also ends the processes its handler started
+                # (Lambda's sandbox takes them all with it) instead of leaving them running.
+                process_group=0,
             )
         except BaseException:
             os.close(request_write)
@@ -258,10 +278,18 @@ class Worker:
         assert self._pipe_ends is not None
         request_write, reply_read = self._pipe_ends
         self._pipe_ends = None
+        request_file, reply_file = _pipe_file(request_write, "wb"), _pipe_file(reply_read, "rb")
         self._reader = asyncio.StreamReader(loop=loop)
         reader_protocol = asyncio.StreamReaderProtocol(self._reader, loop=loop)
-        self._read_transport, _ = await loop.connect_read_pipe(lambda: reader_protocol, _pipe_file(reply_read, "rb"))
-        self._write_transport, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, _pipe_file(request_write, "wb"))
+        try:
+            self._read_transport, _ = await loop.connect_read_pipe(lambda: reader_protocol, reply_file)
+        except BaseException:
+            # Cancelled (the runtime is stopping): asyncio closes the transport it made, and its pipe, but the
+            # request pipe is not a transport's yet. (Once one is, only the transport may close it: closing a
+            # pipe under a transport leaves the loop watching a number the next opened file may get.)
+            request_file.close()
+            raise
+        self._write_transport, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, request_file)
 
     async def _read_message(self) -> tuple[dict[str, Any], bytes]:
         assert self._reader is not None
@@ -275,14 +303,17 @@ class Worker:
         assert self._write_transport is not None
         init_duration_ms, self._init_duration_ms = self._init_duration_ms, None
         os.ftruncate(self._log.fileno(), 0)
+        self._log_kept_tail = b""
         metadata = {
             "request_id": request.request_id,
             "invoked_function_arn": request.invoked_function_arn,
             "client_context": request.client_context,
             "deadline_ms": time.time() * 1000 + request.timeout_seconds * 1000,
+            "max_response_bytes": request.max_response_bytes,
         }
         started = time.perf_counter()
         self._write_transport.write(encode_message(metadata, request.payload))
+        self._schedule_log_trim()
         try:
             async with asyncio.timeout(request.timeout_seconds):
                 reply, body = await self._read_message()
@@ -303,10 +334,7 @@ class Worker:
             )
         except (asyncio.IncompleteReadError, ConnectionError):
             duration_ms = (time.perf_counter() - started) * 1000
-            returncode = await self._end()
-            message = (
-                f"RequestId: {request.request_id} Error: Runtime exited with error: {exit_description(returncode)}"
-            )
+            message = exit_message(request.request_id, await self._end())
             return _error_outcome(
                 "Runtime.ExitError",
                 message,
@@ -315,6 +343,8 @@ class Worker:
                 init_duration_ms=init_duration_ms,
                 platform_log=message,
             )
+        finally:
+            self._cancel_log_trim()
         duration_ms = (time.perf_counter() - started) * 1000
         if reply.get("exiting"):
             self._usable = False
@@ -337,16 +367,45 @@ class Worker:
             return b""
         fd = self._log.fileno()
         size = os.fstat(fd).st_size
-        if not size:
-            return b""
-        return os.pread(fd, min(size, LOG_TAIL_BYTES), max(0, size - LOG_TAIL_BYTES))
+        tail = os.pread(fd, min(size, LOG_TAIL_BYTES), max(0, size - LOG_TAIL_BYTES)) if size else b""
+        if len(tail) < LOG_TAIL_BYTES and self._log_kept_tail:
+            tail = (self._log_kept_tail + tail)[-LOG_TAIL_BYTES:]
+        return tail
+
+    def _schedule_log_trim(self) -> None:
+        self._log_trimmer = asyncio.get_running_loop().call_later(LOG_TRIM_INTERVAL_SECONDS, self._trim_log)
+
+    def _cancel_log_trim(self) -> None:
+        if self._log_trimmer is not None:
+            self._log_trimmer.cancel()
+            self._log_trimmer = None
+
+    def _trim_log(self) -> None:
+        """Past LOG_FILE_MAX_BYTES, keep the log's tail in memory and empty the file; then check again later."""
+        if self._log is None:
+            return
+        fd = self._log.fileno()
+        if os.fstat(fd).st_size > LOG_FILE_MAX_BYTES:
+            # What the handler writes between reading the tail and emptying the file is lost. It lies within
+            # megabytes of output of which only the last LOG_TAIL_BYTES are reported, so it can only show as a
+            # gap in the tail when the handler stops writing just after.
+            self._log_kept_tail = self._output_tail()
+            os.ftruncate(fd, 0)
+        self._schedule_log_trim()
 
     def kill(self) -> None:
-        """Kill the process at once, without waiting (`stop` reaps it)."""
+        """Kill the process and whatever its handler started, at once, without waiting (`stop` reaps it)."""
         self._usable = False
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
+        if self.process is not None:
+            self._kill_process_group()
+
+    def _kill_process_group(self) -> None:
+        assert self.process is not None
+        # Even after the worker itself has ended: the processes its handler started are still in its group.
+        # The group's number is the worker's pid, not handed out again while any process of the group remains
+        # (and pids are handed out in turn, so not in the moment after the last one ends either).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     async def _end(self) -> int | None:
         """Kill the process if it still runs, wait for it, and close the pipes; its return code."""

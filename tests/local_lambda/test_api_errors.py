@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
 
-from local_lambda import LocalLambdaRuntime
-from tests.local_lambda.conftest import FunctionMaker
+from local_lambda import LocalLambdaRuntime, start_runtime_process
+from tests.local_lambda.conftest import FunctionMaker, make_lambda_client
 
 ECHO = "def lambda_handler(event, context):\n    return event\n"
 RESULT_ONLY = "def lambda_handler(event, context):\n    return len(event)\n"
@@ -47,6 +49,17 @@ def test_a_payload_that_is_not_json_is_invalid_request_content(
         lambda_client.invoke(FunctionName="echo", Payload=b"not json")
 
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_json_nested_too_deeply_is_invalid_request_content(make_function: FunctionMaker, lambda_client: Any) -> None:
+    make_function("echo", ECHO)
+    nested = b"[" * 1200 + b"]" * 1200
+    deep_context = base64.b64encode(b'{"custom": ' + nested + b"}").decode()
+
+    with pytest.raises(lambda_client.exceptions.InvalidRequestContentException, match="Could not parse"):
+        lambda_client.invoke(FunctionName="echo", Payload=b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(lambda_client.exceptions.InvalidRequestContentException, match="Client context"):
+        lambda_client.invoke(FunctionName="echo", ClientContext=deep_context)
 
 
 def test_payload_limits_are_lambdas(make_function: FunctionMaker, lambda_client: Any) -> None:
@@ -103,6 +116,28 @@ def test_malformed_http_is_answered_not_dropped(runtime: LocalLambdaRuntime) -> 
     assert answer.startswith(b"HTTP/1.1 400 ")
 
 
+def test_a_huge_response_is_refused_before_the_runtime_holds_it(
+    functions_dir: Path, make_function: FunctionMaker
+) -> None:
+    response_size = 200 * 1024 * 1024
+    make_function(
+        "enormous",
+        f"def lambda_handler(event, context):\n    return 'x' * {response_size - 2}\n",
+        memory_size=2048,
+    )
+    with start_runtime_process(functions_dir, port=0, ready_timeout=20) as runtime:
+        response = make_lambda_client(runtime.endpoint_url).invoke(FunctionName="enormous")
+        runtime_peak_kb = _peak_resident_kb(runtime.pid)
+
+    assert response["FunctionError"] == "Unhandled"
+    assert json.loads(response["Payload"].read()) == {
+        "errorMessage": f"Response payload size ({response_size} bytes) exceeded maximum allowed payload size "
+        f"({SYNC_LIMIT} bytes).",
+        "errorType": "Function.ResponseSizeTooLarge",
+    }
+    assert runtime_peak_kb < 100 * 1024  # far below the response's 200 MB
+
+
 def _request(runtime: LocalLambdaRuntime, method: str, path: str) -> tuple[int, dict[str, str], bytes]:
     address = urlsplit(runtime.endpoint_url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
@@ -112,3 +147,10 @@ def _request(runtime: LocalLambdaRuntime, method: str, path: str) -> tuple[int, 
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         connection.close()
+
+
+def _peak_resident_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for process {pid}")

@@ -382,6 +382,116 @@ def test_events_wait_for_a_busy_function_instead_of_being_refused(
     wait_for(marker.exists, "the queued event to run")
 
 
+def test_a_deeply_nested_result_is_a_marshal_error(make_function: FunctionMaker, lambda_client: Any) -> None:
+    make_function(
+        "nested",
+        """
+        def lambda_handler(event, context):
+            result = []
+            for _ in range(100_000):
+                result = [result]
+            return result
+        """,
+    )
+
+    response, payload = invoke_json(lambda_client, "nested")
+
+    assert response["FunctionError"] == "Unhandled"
+    assert payload["errorType"] == "Runtime.MarshalError"
+    assert payload["errorMessage"].startswith("Unable to marshal response: maximum recursion depth exceeded")
+
+
+def test_a_handler_that_exits_0_is_reported_as_lambda_words_it(
+    make_function: FunctionMaker, lambda_client: Any
+) -> None:
+    make_function("quitter", "import sys\n\ndef lambda_handler(event, context):\n    sys.exit(event.get('code', 0))\n")
+
+    response, payload = invoke_json(lambda_client, "quitter")
+    _, with_status = invoke_json(lambda_client, "quitter", {"code": 2})
+
+    request_id = response["ResponseMetadata"]["RequestId"]
+    assert payload == {
+        "errorMessage": f"RequestId: {request_id} Error: Runtime exited without providing a reason",
+        "errorType": "Runtime.ExitError",
+    }
+    assert with_status["errorMessage"].endswith("Error: Runtime exited with error: exit status 2")
+
+
+def test_processes_a_handler_starts_end_with_its_worker(make_function: FunctionMaker, functions_dir: Path) -> None:
+    make_function(
+        "spawner",
+        """
+        import os
+        import subprocess
+        import sys
+
+        def lambda_handler(event, context):
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            if event.get("crash"):
+                print(child.pid, flush=True)
+                os._exit(1)
+            return child.pid
+        """,
+    )
+    with LocalLambdaRuntime(functions_dir, port=0, region=REGION).run_in_thread() as running:
+        client = make_lambda_client(running.endpoint_url)
+        crashed, _ = invoke_json(client, "spawner", {"crash": True}, LogType="Tail")
+        orphaned_by_crash = int(_log(crashed).split("\n")[1])
+        _, left_running = invoke_json(client, "spawner")
+
+        wait_for(lambda: _is_gone(orphaned_by_crash), "the crashed worker's child to end")
+        assert not _is_gone(left_running)  # a warm worker's children are left alone
+    wait_for(lambda: _is_gone(left_running), "the stopped worker's child to end")
+
+
+def test_a_handler_printing_without_end_does_not_fill_the_disk(
+    make_function: FunctionMaker, lambda_client: Any
+) -> None:
+    make_function(
+        "flood",
+        """
+        import os
+        import sys
+        import time
+
+        def lambda_handler(event, context):
+            largest_log = 0
+            line = "x" * 10_000 + "\\n"
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline:
+                for _ in range(100):
+                    sys.stdout.write(line)
+                largest_log = max(largest_log, os.fstat(sys.stdout.fileno()).st_size)
+            print("the end")
+            return largest_log
+        """,
+    )
+
+    response, largest_log = invoke_json(lambda_client, "flood", LogType="Tail")
+
+    assert largest_log < 128 * 1024 * 1024  # unbounded, it reaches hundreds of MB in 0.3 s
+    log = _log(response)
+    assert len(log.encode()) == 4096
+    assert "x\nthe end\nEND RequestId:" in log
+
+
+def test_calls_and_crashes_leak_no_file_descriptors_or_processes(
+    make_function: FunctionMaker, lambda_client: Any, runtime: LocalLambdaRuntime
+) -> None:
+    make_function("crasher", PID_OR_CRASH)
+    invoke_json(lambda_client, "crasher")  # the client's connection and a warm worker exist from here on
+    descriptors_before = len(os.listdir("/proc/self/fd"))
+
+    answers = [invoke_json(lambda_client, "crasher", {"crash": number % 10 == 0})[1] for number in range(150)]
+    wait_for(lambda: len(os.listdir("/proc/self/fd")) <= descriptors_before, "the crashed workers' files to close")
+
+    assert sum(isinstance(answer, dict) for answer in answers) == 15  # each crash answered Runtime.ExitError
+    workers = {answer for answer in answers if isinstance(answer, int)}
+    assert len(workers) == 15  # a fresh worker after each crash
+    assert runtime.worker_pids("crasher") == [answers[-1]]
+    assert all(_is_gone(pid) for pid in workers - {answers[-1]})
+
+
 def _log(response: dict[str, Any]) -> str:
     return base64.b64decode(response["LogResult"]).decode()
 
@@ -391,3 +501,8 @@ def _is_zombie(pid: int) -> bool:
         return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return True
+
+
+def _is_gone(pid: int) -> bool:
+    """Whether a process has ended (a zombie not yet reaped by its new parent counts as ended)."""
+    return _is_zombie(pid)

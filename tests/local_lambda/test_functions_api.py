@@ -60,9 +60,12 @@ def test_list_functions_with_all_versions(make_function: FunctionMaker, lambda_c
     ]
 
 
-def test_list_functions_refuses_bad_markers(lambda_client: Any) -> None:
+@pytest.mark.parametrize(
+    "marker", ["not-a-marker", base64.urlsafe_b64encode(b"[" * 10_000 + b"]" * 10_000).decode()], ids=["text", "deep"]
+)
+def test_list_functions_refuses_bad_markers(lambda_client: Any, marker: str) -> None:
     with pytest.raises(lambda_client.exceptions.InvalidParameterValueException, match="marker"):
-        lambda_client.list_functions(Marker="not-a-marker")
+        lambda_client.list_functions(Marker=marker)
 
 
 def test_function_configuration_has_lambdas_fields(make_function: FunctionMaker, lambda_client: Any) -> None:
@@ -135,13 +138,42 @@ def test_function_configuration_by_qualifier(make_function: FunctionMaker, lambd
         lambda_client.get_function_configuration(FunctionName="released", Qualifier="9")
 
 
+@pytest.mark.parametrize(
+    ("manifest", "complaint"),
+    [
+        ('{"timeout": "soon"}', "'timeout' must be a whole number"),
+        ('{"aliases": {"live": ["1"]}}', "alias 'live' points at ['1']"),
+        ('{"aliases": {"live": {"version": "1"}}}', "alias 'live' points at {'version': '1'}"),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
+    ],
+)
 def test_a_broken_manifest_is_reported_and_skipped(
-    functions_dir: Path, make_function: FunctionMaker, lambda_client: Any
+    functions_dir: Path, make_function: FunctionMaker, lambda_client: Any, manifest: str, complaint: str
 ) -> None:
     make_function("good", HANDLER)
     broken = make_function("broken", HANDLER)
-    (broken / "function.json").write_text('{"timeout": "soon"}')
+    (broken / "function.json").write_text(manifest)
 
     assert [f["FunctionName"] for f in lambda_client.list_functions()["Functions"]] == ["good"]
-    with pytest.raises(lambda_client.exceptions.ServiceException, match="'timeout' must be a whole number"):
+    with pytest.raises(lambda_client.exceptions.ServiceException) as error:
         lambda_client.invoke(FunctionName="broken")
+    assert complaint in error.value.response["Error"]["Message"]
+    assert "broken/function.json" in error.value.response["Error"]["Message"]
+    assert lambda_client.invoke(FunctionName="good", Payload=b'"still here"')["Payload"].read() == b'"still here"'
+
+
+def test_a_function_linking_outside_the_functions_folder_is_refused(
+    functions_dir: Path, make_function: FunctionMaker, lambda_client: Any
+) -> None:
+    make_function("good", HANDLER)
+    outside = functions_dir.parent / "outside"
+    outside.mkdir()
+    (outside / "secret.py").write_text("SECRET = 'from outside'\n")
+    linked = make_function("linked", "from secret import SECRET\n\ndef lambda_handler(event, context):\n    return 1\n")
+    (linked / "secret.py").symlink_to(outside / "secret.py")
+
+    assert [f["FunctionName"] for f in lambda_client.list_functions()["Functions"]] == ["good"]
+    with pytest.raises(lambda_client.exceptions.ServiceException, match="outside the functions folder"):
+        lambda_client.invoke(FunctionName="linked")
+    with pytest.raises(lambda_client.exceptions.ServiceException, match="outside the functions folder"):
+        lambda_client.get_function_configuration(FunctionName="linked")

@@ -58,6 +58,8 @@ def test_defaults_apply_to_an_empty_manifest(functions_dir: Path) -> None:
         ({"versions": {"one": {}}}, "version numbers are whole numbers"),
         ({"versions": {"1": {"code": "../elsewhere"}}}, "'code' must name a folder inside"),
         ({"versions": {"1": {}}}, "its code folder"),
+        ({"aliases": {"live": ["1"]}}, "alias 'live' points at ['1'], which is not a version"),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
     ],
 )
 def test_manifest_mistakes_are_named(functions_dir: Path, manifest: Any, complaint: str) -> None:
@@ -108,3 +110,68 @@ def test_function_names_arns_and_qualifiers(raw: str, expected: tuple[str, str |
 def test_malformed_names_are_refused(raw: str) -> None:
     with pytest.raises(InvalidParameterValue):
         split_function_name(raw)
+
+
+def _symlink_layouts(functions_dir: Path) -> dict[str, Path]:
+    """Functions reaching outside the functions folder through a symbolic link, each in its own way."""
+    outside = functions_dir.parent / "outside"
+    outside.mkdir()
+    (outside / "function.json").write_text("{}")
+    (outside / "handler.py").write_text("def lambda_handler(event, context):\n    return 'outside'\n")
+    (outside / "helpers").mkdir()
+    (functions_dir / "linked-folder").symlink_to(outside, target_is_directory=True)
+    (_write(functions_dir, "linked-manifest", {}) / "function.json").unlink()
+    (functions_dir / "linked-manifest" / "function.json").symlink_to(outside / "function.json")
+    (_write(functions_dir, "linked-handler", {}) / "handler.py").unlink()
+    (functions_dir / "linked-handler" / "handler.py").symlink_to(outside / "handler.py")
+    (_write(functions_dir, "linked-package", {}) / "helpers").symlink_to(outside / "helpers")
+    version = _write(functions_dir, "linked-version", {"versions": {"1": {}}}) / "versions" / "1"
+    version.mkdir(parents=True)
+    (version / "handler.py").symlink_to(outside / "handler.py")
+    return {path.name: path for path in functions_dir.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("name", "qualifier"),
+    [
+        ("linked-folder", None),
+        ("linked-manifest", None),
+        ("linked-handler", None),
+        ("linked-package", None),
+        ("linked-version", "1"),
+    ],
+)
+def test_nothing_outside_the_functions_folder_is_loaded(functions_dir: Path, name: str, qualifier: str | None) -> None:
+    _symlink_layouts(functions_dir)
+    registry = FunctionRegistry(functions_dir, "us-east-1")
+
+    with pytest.raises(ManifestError) as error:
+        registry.configuration(registry.resolve(name, qualifier))
+
+    assert "outside the functions folder" in error.value.message
+    listed = {(f["FunctionName"], f["Version"]) for f in registry.list_functions(all_versions=True)["Functions"]}
+    assert listed == {("linked-version", "$LATEST")}  # the one function, and version, that stays inside
+
+
+def test_links_within_the_functions_folder_are_followed(functions_dir: Path) -> None:
+    _write(functions_dir, "real", {"description": "the real one"})
+    (functions_dir / "shared").mkdir()
+    (functions_dir / "shared" / "common.py").write_text("VALUE = 1\n")
+    (functions_dir / "real" / "common.py").symlink_to(functions_dir / "shared" / "common.py")
+    (functions_dir / "other-name").symlink_to(functions_dir / "real", target_is_directory=True)
+    registry = FunctionRegistry(functions_dir, "us-east-1")
+
+    configuration = registry.configuration(registry.resolve("other-name"))
+
+    assert configuration["Description"] == "the real one"
+    assert [f["FunctionName"] for f in registry.list_functions()["Functions"]] == ["other-name", "real"]
+
+
+def test_a_symbolic_link_loop_in_the_code_is_skipped(functions_dir: Path) -> None:
+    directory = _write(functions_dir, "loopy", {})
+    (directory / "loop").symlink_to(directory / "loop")
+    registry = FunctionRegistry(functions_dir, "us-east-1")
+
+    configuration = registry.configuration(registry.resolve("loopy"))
+
+    assert configuration["CodeSize"] == len(HANDLER)
