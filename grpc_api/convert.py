@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from proto import lambda_action_pb2 as pb
@@ -78,22 +79,9 @@ def invoke_async_response(result: InvokeResult) -> pb.InvokeAsyncResponse:
 
 
 def function_info(info: FunctionInfo) -> pb.FunctionInfo:
-    """A function's configuration, as a FunctionInfo message."""
-    return pb.FunctionInfo(
-        function_name=info.function_name,
-        function_arn=info.function_arn,
-        runtime=info.runtime,
-        role=info.role,
-        handler=info.handler,
-        code_size=_int32(info.code_size),
-        description=info.description,
-        timeout=info.timeout,
-        memory_size=info.memory_size,
-        last_modified=info.last_modified,
-        version=info.version,
-        state=info.state,
-        architectures=list(info.architectures),
-    )
+    """A function's configuration, as a FunctionInfo message (its fields have the dataclass's names)."""
+    fields = dataclasses.asdict(info)
+    return pb.FunctionInfo(**{**fields, "code_size": _int32(info.code_size), "architectures": list(info.architectures)})
 
 
 def _int32(value: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,13 @@ AWS_REGION = "us-east-1"
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
 
 SettingsFactory = Callable[..., Settings]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now, for a server started in another process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,7 @@ from app import (
     local_runtime,
     main,
 )
+from services.domain import Caller, InvokeRequest
 from services.errors import Unauthenticated
 from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY, SettingsFactory
 
@@ -381,6 +382,13 @@ async def test_the_local_backend_starts_one_runtime_and_stops_it(make_settings: 
         module = await build_module(serving)
         try:
             assert module.service.endpoint_url == f"http://127.0.0.1:{serving.local_lambda_port}"
+            result = await module.service.invoke(
+                InvokeRequest(function_name="waddlebot-echo", payload=b'{"via": "local"}'),
+                Caller(kind="service", name="test"),
+                "rest",
+            )
+            assert result.success
+            assert result.payload == '{"via": "local"}'
             health = await module.service.health()
             assert health.lambda_backend["backend"] == "local"
         finally:

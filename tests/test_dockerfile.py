@@ -6,7 +6,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_SECRET_KEY, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,12 +44,6 @@ def _image_environment() -> dict[str, str]:
                 key, _, value = pair.partition("=")
                 environment[key] = value
     return environment
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _get_health(port: int) -> int:
@@ -97,7 +90,7 @@ class RunningContainer(NamedTuple):
 def container(tmp_path: Path):
     """The image's CMD started in the repository with the image's ENV, as the container would start it."""
     [command] = [arguments for keyword, arguments in _instructions() if keyword == "CMD"]
-    port, grpc_port = _free_port(), _free_port()
+    port, grpc_port = free_port(), free_port()
     environment = {
         **os.environ,
         **_image_environment(),

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -21,15 +20,10 @@ import pytest
 
 from proto import lambda_action_pb2 as pb
 from proto import lambda_action_pb2_grpc as pb_grpc
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 HELP_REQUEST = {"command": "!help", "user": "john"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -47,7 +41,7 @@ class QuickStart:
 @pytest.fixture
 def make_run(tmp_path: Path) -> Iterator[QuickStart]:
     """`make run` in the repository, on a machine with no AWS configuration; stopped with SIGTERM afterwards."""
-    rest_port, grpc_port = _free_port(), _free_port()
+    rest_port, grpc_port = free_port(), free_port()
     database = tmp_path / "quick-start.sqlite"
     environment = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     environment.pop("MODULE_SECRET_KEY", None)

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,17 +23,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import app
 from proto import lambda_action_pb2 as pb
 from proto import lambda_action_pb2_grpc as pb_grpc
-from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY
+from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY, free_port
 from tests.fake_lambda import FakeLambda
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -60,6 +53,24 @@ class RunningModule:
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)["token"]
+
+    def invoke_echo(self, token: str, event: dict) -> pb.InvokeFunctionResponse:
+        """InvokeFunction of waddlebot-echo on a new channel: a new connection, which may reach any worker."""
+        with grpc.insecure_channel(self.grpc_target) as channel:
+            return pb_grpc.LambdaActionStub(channel).InvokeFunction(
+                pb.InvokeFunctionRequest(function_name="waddlebot-echo", payload=json.dumps(event)),
+                metadata=[("authorization", f"Bearer {token}")],
+                timeout=10,
+            )
+
+    def grpc_invokers(self) -> set[int]:
+        """The pids that audited a gRPC invocation."""
+        return {int(pid) for pid in re.findall(r"\[(\d+)\] lambda_action\.audit: INVOKE .*transport=grpc", self.text())}
+
+    def runtime_pids(self) -> list[tuple[int, int]]:
+        """(starting process, runtime) pids of each embedded runtime started, in order."""
+        found = re.findall(r"\[(\d+)\] local_lambda\.process: local Lambda runtime \(pid (\d+)\)", self.text())
+        return [(int(starter), int(runtime)) for starter, runtime in found]
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -100,7 +111,7 @@ def start_module(tmp_path: Path, fake: FakeLambda) -> Iterator:
     started: list[RunningModule] = []
 
     def start(**overrides: str) -> RunningModule:
-        rest_port, grpc_port = _free_port(), _free_port()
+        rest_port, grpc_port = free_port(), free_port()
         database = tmp_path / "module.sqlite"
         environment = {
             **os.environ,
@@ -247,21 +258,12 @@ def test_two_workers_share_both_ports_and_stop_together(start_module, fake: Fake
     module = start_module(WORKERS="2")
     token = module.token()
     for number in range(24):
-        # A new channel is a new connection, which the kernel hands to either worker.
-        with grpc.insecure_channel(module.grpc_target) as channel:
-            reply = pb_grpc.LambdaActionStub(channel).InvokeFunction(
-                pb.InvokeFunctionRequest(function_name="waddlebot-echo", payload=json.dumps({"n": number})),
-                metadata=[("authorization", f"Bearer {token}")],
-                timeout=10,
-            )
+        reply = module.invoke_echo(token, {"n": number})
         assert reply.success
         assert json.loads(reply.payload) == {"n": number}
-    parent = module.process.pid
-    answering = {
-        int(pid) for pid in re.findall(r"\[(\d+)\] lambda_action\.audit: INVOKE .*transport=grpc", module.text())
-    }
+    answering = module.grpc_invokers()
     assert len(answering) == 2, module.text()
-    assert parent not in answering
+    assert module.process.pid not in answering
     assert module.stop() == 0, module.text()
     assert len(_invocation_rows(module.database)) == 24
     assert "Traceback" not in module.text()
@@ -271,22 +273,12 @@ def test_workers_share_one_embedded_runtime_started_by_the_parent(start_module):
     module = start_module(WORKERS="2", LAMBDA_BACKEND="local", LOCAL_LAMBDA_PORT="0")
     token = module.token()
     for number in range(16):
-        with grpc.insecure_channel(module.grpc_target) as channel:
-            reply = pb_grpc.LambdaActionStub(channel).InvokeFunction(
-                pb.InvokeFunctionRequest(function_name="waddlebot-echo", payload=json.dumps({"n": number})),
-                metadata=[("authorization", f"Bearer {token}")],
-                timeout=10,
-            )
+        reply = module.invoke_echo(token, {"n": number})
         assert reply.success
         assert json.loads(reply.payload) == {"n": number}
-    answering = {
-        int(pid) for pid in re.findall(r"\[(\d+)\] lambda_action\.audit: INVOKE .*transport=grpc", module.text())
-    }
-    assert len(answering) == 2, module.text()
-    runtimes = re.findall(r"\[(\d+)\] local_lambda\.process: local Lambda runtime \(pid (\d+)\)", module.text())
-    assert len(runtimes) == 1, module.text()
-    assert int(runtimes[0][0]) == module.process.pid
-    runtime_pid = int(runtimes[0][1])
+    assert len(module.grpc_invokers()) == 2, module.text()
+    [(starter, runtime_pid)] = module.runtime_pids()
+    assert starter == module.process.pid
     assert module.stop() == 0, module.text()
     with pytest.raises(ProcessLookupError):
         os.kill(runtime_pid, 0)
@@ -317,14 +309,7 @@ def test_the_parent_replaces_a_worker_that_dies(start_module, fake: FakeLambda):
         assert time.monotonic() < deadline, module.text()
         time.sleep(0.1)
     for number in range(8):
-        with grpc.insecure_channel(module.grpc_target) as channel:
-            reply = pb_grpc.LambdaActionStub(channel).InvokeFunction(
-                pb.InvokeFunctionRequest(
-                    function_name="waddlebot-echo", payload=json.dumps({"n": number}), token=token
-                ),
-                timeout=10,
-            )
-        assert reply.success
+        assert module.invoke_echo(token, {"n": number}).success
     assert f"(pid {victim}) exited with -9; starting another" in module.text()
     assert module.stop() == 0, module.text()
 
@@ -332,19 +317,15 @@ def test_the_parent_replaces_a_worker_that_dies(start_module, fake: FakeLambda):
 def test_an_embedded_runtime_that_dies_is_started_again(start_module):
     module = start_module(LAMBDA_BACKEND="local", LOCAL_LAMBDA_PORT="0")
     token = module.token()
-    [first] = re.findall(r"local_lambda\.process: local Lambda runtime \(pid (\d+)\)", module.text())
-    os.kill(int(first), signal.SIGKILL)
+    [(_, first)] = module.runtime_pids()
+    os.kill(first, signal.SIGKILL)
 
     deadline = time.monotonic() + 30
-    while len(re.findall(r"local_lambda\.process: local Lambda runtime \(pid (\d+)\)", module.text())) < 2:
+    while len(module.runtime_pids()) < 2:
         assert time.monotonic() < deadline, module.text()
         time.sleep(0.1)
     assert f"the local Lambda runtime (pid {first}) exited with -9; starting it again" in module.text()
-    with grpc.insecure_channel(module.grpc_target) as channel:
-        reply = pb_grpc.LambdaActionStub(channel).InvokeFunction(
-            pb.InvokeFunctionRequest(function_name="waddlebot-echo", payload='{"again": true}', token=token),
-            timeout=10,
-        )
+    reply = module.invoke_echo(token, {"again": True})
     assert reply.success
     assert json.loads(reply.payload) == {"again": True}
     assert module.stop() == 0, module.text()
