@@ -24,7 +24,6 @@ from grpc_reflection.v1alpha import reflection
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from quart import Quart
-from quart_schema import QuartSchema
 
 from config import (
     MODULE_NAME,
@@ -42,6 +41,7 @@ from proto import lambda_action_pb2_grpc
 from routes import functions, health, invoke, token
 from routes.context import EXTENSION_KEY, AppServices
 from routes.errors import register_error_handlers
+from routes.openapi import install_openapi
 from services.auth import Authenticator, hash_secret, new_secret
 from services.clients import ClientStore, validate_patterns
 from services.database import Database
@@ -72,13 +72,7 @@ def create_app(settings: Settings, service: LambdaService, authenticator: Authen
     """The Quart app serving the REST API over the given services."""
     app = Quart(MODULE_NAME)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    QuartSchema(
-        app,
-        info={"title": "Lambda Action Module", "version": MODULE_VERSION},
-        security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
-        redoc_ui_path=None,
-        scalar_ui_path=None,
-    )
+    install_openapi(app)
     app.extensions[EXTENSION_KEY] = AppServices(settings=settings, service=service, authenticator=authenticator)
     for blueprint in (health.blueprint, token.blueprint, invoke.blueprint, functions.blueprint):
         app.register_blueprint(blueprint)

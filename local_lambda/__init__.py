@@ -10,6 +10,7 @@ or, from synchronous code, `with runtime.run_in_thread(): ...`, or as a child pr
 """
 
 from local_lambda.errors import LambdaApiError
+from local_lambda.keeper import kept_running
 from local_lambda.process import RuntimeProcess, start_runtime_process
 from local_lambda.publish import publish_version
 from local_lambda.registry import FunctionRegistry, ManifestError
@@ -22,6 +23,7 @@ __all__ = [
     "LocalLambdaRuntime",
     "ManifestError",
     "RuntimeProcess",
+    "kept_running",
     "publish_version",
     "start_runtime_process",
 ]
