@@ -8,8 +8,9 @@ from grpc_api import convert
 from grpc_api.interceptor import call_deadline, current_caller
 from proto import lambda_action_pb2 as pb
 from proto import lambda_action_pb2_grpc as pb_grpc
+from services.domain import MAX_LIST_PAGE
 from services.errors import ServiceError
-from services.lambda_service import MAX_LIST_PAGE, LambdaService
+from services.lambda_service import LambdaService
 
 
 class LambdaActionServicer(pb_grpc.LambdaActionServicer):

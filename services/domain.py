@@ -2,12 +2,82 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast, get_args
+
+from services.errors import InvalidRequest
 
 InvocationType = Literal["RequestResponse", "Event", "DryRun"]
-INVOCATION_TYPES: tuple[str, ...] = ("RequestResponse", "Event", "DryRun")
+INVOCATION_TYPES: tuple[InvocationType, ...] = get_args(InvocationType)
 Transport = Literal["rest", "grpc"]
+
+# Lambda's own limits: a name is at most 64 characters, a function ARN at most 140; a partial ARN
+# ("123456789012:function:name") is accepted as Lambda accepts it.
+FUNCTION_NAME_MAX_LENGTH = 64
+FUNCTION_REFERENCE_MAX_LENGTH = 140
+ALIAS_MAX_LENGTH = 128
+VERSION_MAX_LENGTH = 10
+# ListFunctions pages: Lambda's own maximum, and what a caller gets when it asks for no size.
+MAX_LIST_PAGE = 50
+
+FUNCTION_NAME_PATTERN = rf"[A-Za-z0-9_-]{{1,{FUNCTION_NAME_MAX_LENGTH}}}"
+# A function ARN or partial ARN, or none: what may come before the name.
+_ARN_PREFIX = r"(?:arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:|\d{12}:function:)?"
+FUNCTION_REFERENCE_PATTERN = _ARN_PREFIX + FUNCTION_NAME_PATTERN
+ALIAS_PATTERN = rf"(?!\d+$)[A-Za-z0-9_-]{{1,{ALIAS_MAX_LENGTH}}}"
+VERSION_PATTERN = rf"\$LATEST|\d{{1,{VERSION_MAX_LENGTH}}}"
+
+_FUNCTION_REFERENCE = re.compile(rf"{_ARN_PREFIX}(?P<name>{FUNCTION_NAME_PATTERN})")
+_ALIAS = re.compile(ALIAS_PATTERN)
+_VERSION = re.compile(VERSION_PATTERN)
+
+
+def function_name_of(reference: str) -> str:
+    """The bare name of a function given by name, ARN or partial ARN; InvalidRequest for anything else.
+
+    Every pattern is matched whole: a trailing newline is not a name.
+    """
+    match = _FUNCTION_REFERENCE.fullmatch(reference) if len(reference) <= FUNCTION_REFERENCE_MAX_LENGTH else None
+    if match is None:
+        raise InvalidRequest(
+            f"function_name must be a Lambda function name (letters, digits, '-' and '_', at most "
+            f"{FUNCTION_NAME_MAX_LENGTH}), a function ARN or a partial ARN (123456789012:function:name), at most "
+            f"{FUNCTION_REFERENCE_MAX_LENGTH} characters and without a qualifier; pass an alias or version in their "
+            "own fields"
+        )
+    return match.group("name")
+
+
+def check_alias(alias: str) -> None:
+    """InvalidRequest unless `alias` is a Lambda alias name."""
+    if not _ALIAS.fullmatch(alias):
+        raise InvalidRequest(f"alias must be 1 to {ALIAS_MAX_LENGTH} letters, digits, '-' or '_', and not only digits")
+
+
+def check_version(version: str) -> None:
+    """InvalidRequest unless `version` is $LATEST or a version number."""
+    if not _VERSION.fullmatch(version):
+        raise InvalidRequest("version must be $LATEST or a version number such as 3")
+
+
+def check_qualifier(qualifier: str) -> None:
+    """InvalidRequest unless `qualifier` is $LATEST, a version number or an alias name."""
+    if not (_ALIAS.fullmatch(qualifier) or _VERSION.fullmatch(qualifier)):
+        raise InvalidRequest("qualifier must be $LATEST, a version number or an alias name")
+
+
+def invocation_type_of(value: str) -> InvocationType:
+    """`value` as an InvocationType; InvalidRequest when Lambda has no such type."""
+    if value not in INVOCATION_TYPES:
+        raise InvalidRequest(f"invocation_type must be one of {', '.join(INVOCATION_TYPES)}")
+    return cast(InvocationType, value)
+
+
+def check_page_size(max_items: int) -> None:
+    """InvalidRequest unless 1 <= max_items <= MAX_LIST_PAGE."""
+    if not 1 <= max_items <= MAX_LIST_PAGE:
+        raise InvalidRequest(f"max_items must be between 1 and {MAX_LIST_PAGE}")
 
 
 @dataclass(frozen=True)
@@ -30,7 +100,7 @@ class InvokeRequest:
 
     function_name: str
     payload: bytes = b"{}"
-    invocation_type: str = "RequestResponse"
+    invocation_type: InvocationType = "RequestResponse"
     alias: str | None = None
     version: str | None = None
     # Base64 of a JSON object, passed to the function as Lambda's client context.
@@ -47,7 +117,7 @@ class InvokeResult:
 
     invocation_id: str
     function_name: str
-    invocation_type: str
+    invocation_type: InvocationType
     status_code: int
     payload: str = ""
     function_error: str | None = None

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,13 +16,19 @@ from typing import Any, TypeVar
 from config import Settings
 from services import audit
 from services.domain import (
-    INVOCATION_TYPES,
+    MAX_LIST_PAGE,
     Caller,
     FunctionInfo,
     FunctionPage,
     InvokeRequest,
     InvokeResult,
     Transport,
+    check_alias,
+    check_page_size,
+    check_qualifier,
+    check_version,
+    function_name_of,
+    invocation_type_of,
 )
 from services.errors import (
     ConcurrencyLimitReached,
@@ -37,7 +42,7 @@ from services.errors import (
 )
 from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, utc_now
 from services.lambda_client import CONTROL_PLANE_THREADS, RetryMode, RetryPolicy, translate_error
-from services.policy import bare_function_name, check_access, may_reach
+from services.policy import check_access, may_reach
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +52,11 @@ T = TypeVar("T")
 MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
 MAX_ASYNC_PAYLOAD_BYTES = 1024 * 1024
 MAX_CLIENT_CONTEXT_BYTES = 3583
-MAX_LIST_PAGE = 50
 # The client's read timeout is sized for invocations (LAMBDA_TIMEOUT and more); listing and describing
 # functions must not keep a caller that long.
 CONTROL_PLANE_TIMEOUT_SECONDS = 30.0
 # Upper bound on Lambda pages read to fill one filtered page of ListFunctions.
 _MAX_LIST_ROUNDS = 10
-
-_ALIAS = re.compile(r"^(?!\d+$)[A-Za-z0-9_-]{1,128}$")
-_VERSION = re.compile(r"^(\$LATEST|\d{1,10})$")
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class LambdaService:
         """
         # Malformed requests are refused unrecorded; refusals of well-formed ones (not allowed, over the cap)
         # are recorded, so the history shows every invocation someone asked for and why it did not run.
-        name = bare_function_name(request.function_name)
+        name = function_name_of(request.function_name)
         self._validate(request)
         record = _start_record(request, name, caller, transport)
         try:
@@ -190,8 +191,7 @@ class LambdaService:
         self, caller: Caller, max_items: int = MAX_LIST_PAGE, marker: str | None = None
     ) -> FunctionPage:
         """One page of the functions this caller may reach, and the marker for the next page."""
-        if not 1 <= max_items <= MAX_LIST_PAGE:
-            raise InvalidRequest(f"max_items must be between 1 and {MAX_LIST_PAGE}")
+        check_page_size(max_items)
         functions: list[FunctionInfo] = []
         # Lambda cannot filter by name, so pages are read until this page is full; each Lambda page is taken
         # whole, which keeps its NextMarker a valid place to resume.
@@ -217,7 +217,7 @@ class LambdaService:
         self._check_access(caller, function_name)
         arguments: dict[str, Any] = {"FunctionName": function_name}
         if qualifier:
-            _check_qualifier(qualifier)
+            check_qualifier(qualifier)
             arguments["Qualifier"] = qualifier
         response = await self._read(
             lambda: self._client.get_function_configuration(**arguments), function_name, qualifier
@@ -251,14 +251,13 @@ class LambdaService:
             raise
 
     def _validate(self, request: InvokeRequest) -> None:
-        if request.invocation_type not in INVOCATION_TYPES:
-            raise InvalidRequest(f"invocation_type must be one of {', '.join(INVOCATION_TYPES)}")
+        invocation_type_of(request.invocation_type)
         if request.alias and request.version:
             raise InvalidRequest("give alias or version, not both: each selects what Lambda runs")
-        if request.alias and not _ALIAS.match(request.alias):
-            raise InvalidRequest("alias must be 1 to 128 letters, digits, '-' or '_', and not only digits")
-        if request.version and not _VERSION.match(request.version):
-            raise InvalidRequest("version must be $LATEST or a version number such as 3")
+        if request.alias:
+            check_alias(request.alias)
+        if request.version:
+            check_version(request.version)
         limit = MAX_ASYNC_PAYLOAD_BYTES if request.invocation_type == "Event" else MAX_SYNC_PAYLOAD_BYTES
         if len(request.payload) > limit:
             raise PayloadTooLarge(
@@ -402,11 +401,6 @@ def _start_record(request: InvokeRequest, name: str, caller: Caller, transport: 
         transport=transport,
         invoked_at=utc_now(),
     )
-
-
-def _check_qualifier(qualifier: str) -> None:
-    if not (_ALIAS.match(qualifier) or _VERSION.match(qualifier)):
-        raise InvalidRequest("qualifier must be $LATEST, a version number or an alias name")
 
 
 def _invoke_arguments(request: InvokeRequest) -> dict[str, Any]:

@@ -3,27 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
-import re
 
-from services.domain import Caller
-from services.errors import Forbidden, InvalidRequest
-
-_NAME = r"[A-Za-z0-9_-]{1,64}"
-_FUNCTION_NAME = re.compile(rf"^{_NAME}$")
-_FUNCTION_ARN = re.compile(rf"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{{12}}:function:(?P<name>{_NAME})$")
-
-
-def bare_function_name(function_name: str) -> str:
-    """The function's name from a name or a full function ARN; InvalidRequest for anything else."""
-    if _FUNCTION_NAME.match(function_name):
-        return function_name
-    match = _FUNCTION_ARN.match(function_name)
-    if match:
-        return match.group("name")
-    raise InvalidRequest(
-        "function_name must be a Lambda function name (letters, digits, '-' and '_', at most 64) "
-        "or a function ARN without a qualifier; pass an alias or version in their own fields"
-    )
+from services.domain import Caller, function_name_of
+from services.errors import Forbidden
 
 
 def may_reach(caller: Caller, name: str, prefix: str) -> bool:
@@ -37,7 +19,7 @@ def may_reach(caller: Caller, name: str, prefix: str) -> bool:
 
 def check_access(caller: Caller, function_name: str, prefix: str) -> str:
     """Validate the name and raise Forbidden when `caller` may not reach it; return the bare name."""
-    name = bare_function_name(function_name)
+    name = function_name_of(function_name)
     if prefix and not name.startswith(prefix):
         raise Forbidden(f"function {name!r} is outside this module's reach: names must start with {prefix!r}")
     if not may_reach(caller, name, prefix):
