@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 from proto import lambda_action_pb2 as pb
-from services.domain import FunctionInfo, InvokeRequest, InvokeResult
+from services.domain import FunctionInfo, InvokeRequest, InvokeResult, invocation_type_of
 from services.errors import InvalidRequest, ServiceError
 from services.lambda_service import encode_client_context
 
@@ -16,7 +16,7 @@ def invoke_request(message: pb.InvokeFunctionRequest) -> InvokeRequest:
     return InvokeRequest(
         function_name=message.function_name,
         payload=payload_bytes(message.payload),
-        invocation_type=message.invocation_type or "RequestResponse",
+        invocation_type=invocation_type_of(message.invocation_type or "RequestResponse"),
         alias=message.alias or None,
         version=message.version or None,
         client_context=_client_context(message.client_context),

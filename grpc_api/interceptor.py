@@ -14,7 +14,7 @@ import grpc
 from grpc.aio import AbortError
 
 from grpc_api.errors import error_metadata, grpc_status_for
-from services.auth import Authenticator
+from services.auth import Authenticator, bearer_token_of
 from services.domain import Caller
 from services.errors import InternalError, ServiceError
 
@@ -121,9 +121,9 @@ def _token(request: Any, context: grpc.aio.ServicerContext) -> str | None:
     """The bearer token of the `authorization` metadata, else the message's `token` field."""
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
-            scheme, _, token = str(value).partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
+            token = bearer_token_of(str(value))
+            if token is not None:
+                return token
     return getattr(request, "token", "") or None
 
 

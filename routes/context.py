@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from quart import current_app, g, request
 
-from config import Settings
-from services.auth import Authenticator
+from services.auth import bearer_token_of
 from services.domain import Caller
-from services.lambda_service import LambdaService
+
+if TYPE_CHECKING:
+    from app import Services
 
 EXTENSION_KEY = "lambda_action"
 
 
-@dataclass(frozen=True)
-class AppServices:
-    """The objects create_app wires into the app."""
-
-    settings: Settings
-    service: LambdaService
-    authenticator: Authenticator
-
-
-def app_services() -> AppServices:
-    """The services of the app handling this request."""
-    return current_app.extensions[EXTENSION_KEY]
+def app_services() -> Services:
+    """The services create_app wired into the app handling this request."""
+    services: Services = current_app.extensions[EXTENSION_KEY]
+    return services
 
 
 def current_caller() -> Caller:
@@ -40,11 +33,7 @@ def source_address() -> str:
 
 def bearer_token() -> str | None:
     """The token of an `Authorization: Bearer <token>` header, if any."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+    return bearer_token_of(request.headers.get("Authorization", ""))
 
 
 async def authenticate_request() -> None:

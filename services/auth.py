@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -16,14 +12,14 @@ import jwt
 
 from config import Settings
 from services import audit
-from services.clients import ApiClient, ClientStore
+from services.api_clients import ApiClient, ClientStore
+from services.client_secrets import hash_secret, new_secret, verify_secret
 from services.domain import Caller
 from services.errors import Unauthenticated
 
 logger = logging.getLogger(__name__)
 
 _ALGORITHM = "HS256"
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _SCRYPT_LENGTH = 2**14, 8, 1, 32
 # Same reply for an unknown client and a wrong secret, so the reply does not tell which ids exist.
 _BAD_CREDENTIALS = "invalid client_id or client_secret"
 # How long a client's active flag and patterns are trusted before the database is asked again.
@@ -32,32 +28,12 @@ _CLIENT_CACHE_SECONDS = 10.0
 _SEEN_TOKENS_KEPT = 10_000
 
 
-def new_secret() -> str:
-    """A new random client secret."""
-    return secrets.token_urlsafe(32)
-
-
-def hash_secret(secret: str) -> str:
-    """A salted scrypt hash of `secret`, with its parameters, as one string."""
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=_SCRYPT_LENGTH)
-    encoded = [base64.b64encode(part).decode() for part in (salt, digest)]
-    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encoded[0]}${encoded[1]}"
-
-
-def verify_secret(secret: str, stored_hash: str) -> bool:
-    """True when `secret` matches `stored_hash` (compared in constant time)."""
-    try:
-        scheme, n, r, p, salt, digest = stored_hash.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = base64.b64decode(digest)
-        actual = hashlib.scrypt(
-            secret.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected)
-        )
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(actual, expected)
+def bearer_token_of(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value (header or metadata), or None."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
 
 
 # Checked against when the client id is unknown, so that both failures take the same time.
@@ -128,7 +104,7 @@ class Authenticator:
 
         client_id = claims.get("sub")
         client = await self._cached_client(client_id) if isinstance(client_id, str) else None
-        if client is None or not client.active:
+        if client is None or not client.active or not isinstance(client_id, str):
             audit.authentication(str(client_id), source, ok=False, reason="unknown or disabled client")
             raise Unauthenticated("invalid token: client unknown or disabled")
         self._record_success(token, f"client:{client_id}", source)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from pydal import DAL
 
+from config import Settings
 from models import connect, create_schema, describe_url
 from services.errors import DatabaseUnavailable
 
@@ -119,6 +121,21 @@ class Database:
         _close_quietly(self._main_db)
 
 
+async def connect_database(settings: Settings, *, pool_size: int | None = None) -> Database:
+    """DATABASE_URL opened (tables created), with DATABASE_POOL_SIZE threads unless `pool_size`; close() it."""
+    return await asyncio.to_thread(Database, settings.database_url, pool_size or settings.database_pool_size)
+
+
+@contextlib.asynccontextmanager
+async def open_database(settings: Settings, *, pool_size: int | None = None) -> AsyncIterator[Database]:
+    """`connect_database` for the block, closed after it."""
+    database = await connect_database(settings, pool_size=pool_size)
+    try:
+        yield database
+    finally:
+        await asyncio.to_thread(database.close)
+
+
 def _close_quietly(db: DAL) -> None:
     try:
         db.close()
@@ -132,10 +149,11 @@ def _is_connection_error(exc: BaseException) -> bool:
     return bool(names & {"OperationalError", "InterfaceError", "DatabaseUnavailable"})
 
 
-def _chain(exc: BaseException):
-    while exc is not None:
-        yield exc
-        exc = exc.__cause__ or exc.__context__
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    current: BaseException | None = exc
+    while current is not None:
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 _EXCEPTION_LINE = re.compile(r"^[\w.]+(?:Error|Exception): ")

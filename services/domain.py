@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal, cast, get_args
+from typing import Literal, get_args
 
 from services.errors import InvalidRequest
 
@@ -71,7 +71,7 @@ def invocation_type_of(value: str) -> InvocationType:
     """`value` as an InvocationType; InvalidRequest when Lambda has no such type."""
     if value not in INVOCATION_TYPES:
         raise InvalidRequest(f"invocation_type must be one of {', '.join(INVOCATION_TYPES)}")
-    return cast(InvocationType, value)
+    return value
 
 
 def check_page_size(max_items: int) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pydal import DAL
 
 from services.database import Database
+from services.domain import InvocationType
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ class InvocationStart:
 
     invocation_id: str
     function_name: str
-    invocation_type: str
+    invocation_type: InvocationType
     payload: str
     alias: str | None
     version: str | None

@@ -1,4 +1,5 @@
-"""The boto3 Lambda client: its botocore settings, the retry policy, and botocore errors as ServiceErrors."""
+"""The boto3 Lambda client: which backend it reaches, its botocore settings, the retry policy, and botocore
+errors as ServiceErrors."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import enum
 import logging
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -27,6 +29,7 @@ from config import MODULE_NAME, MODULE_VERSION, Settings
 from services.errors import (
     BackendNotConfigured,
     FunctionNotFound,
+    InternalError,
     InvalidRequest,
     PayloadTooLarge,
     ServiceError,
@@ -68,6 +71,18 @@ LOCAL_RUNTIME_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_ke
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_LAMBDA", "AWS_ENDPOINT_URL")
 
 
+class LambdaClient(Protocol):
+    """What the module uses of boto3's Lambda client (its methods take and give plain dicts)."""
+
+    meta: Any
+
+    def invoke(self, **arguments: Any) -> dict[str, Any]: ...
+
+    def list_functions(self, **arguments: Any) -> dict[str, Any]: ...
+
+    def get_function_configuration(self, **arguments: Any) -> dict[str, Any]: ...
+
+
 def botocore_config(settings: Settings) -> Config:
     """The botocore settings for the module's one Lambda client."""
     return Config(
@@ -84,16 +99,51 @@ def botocore_config(settings: Settings) -> Config:
     )
 
 
-def build_lambda_client(settings: Settings, endpoint_url: str | None = None):
+def build_lambda_client(settings: Settings, endpoint_url: str | None = None) -> LambdaClient:
     """The boto3 Lambda client; credentials and endpoint come from boto3's own chain unless given."""
     session = boto3.session.Session()
-    return session.client("lambda", endpoint_url=endpoint_url, config=botocore_config(settings))
+    client: LambdaClient = session.client("lambda", endpoint_url=endpoint_url, config=botocore_config(settings))
+    return client
 
 
-def build_local_lambda_client(settings: Settings, endpoint_url: str):
+def build_local_lambda_client(settings: Settings, endpoint_url: str) -> LambdaClient:
     """The boto3 Lambda client of the embedded runtime: the same client, pointed at loopback."""
     session = boto3.session.Session(**LOCAL_RUNTIME_CREDENTIALS)
-    return session.client("lambda", endpoint_url=endpoint_url, config=botocore_config(settings))
+    client: LambdaClient = session.client("lambda", endpoint_url=endpoint_url, config=botocore_config(settings))
+    return client
+
+
+def client_for_backend(settings: Settings) -> LambdaClient:
+    """The client for LAMBDA_BACKEND (made concrete by `choose_lambda_backend`): AWS's, or the embedded runtime's."""
+    if settings.lambda_backend == "local":
+        return build_local_lambda_client(settings, local_runtime_url(settings))
+    return build_lambda_client(settings)
+
+
+def local_runtime_url(settings: Settings) -> str:
+    """Where the embedded runtime answers: always loopback, never another host."""
+    return f"http://127.0.0.1:{settings.local_lambda_port}"
+
+
+def choose_lambda_backend(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """Settings with LAMBDA_BACKEND=auto made concrete: aws when AWS is configured here, else local."""
+    if settings.lambda_backend == "aws" and find_aws(environ) is None:
+        logger.warning(
+            "LAMBDA_BACKEND=aws, but boto3 finds no AWS credentials and no endpoint is set: invocations will answer "
+            "503 BackendNotConfigured until AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an IAM role or "
+            "AWS_ENDPOINT_URL_LAMBDA is set"
+        )
+    if settings.lambda_backend != "auto":
+        return settings
+    found = find_aws(environ)
+    if found is not None:
+        return replace(settings, lambda_backend="aws", lambda_backend_reason=f"auto: {found}")
+    logger.warning(
+        "*** LAMBDA_BACKEND is not set and no AWS credentials or endpoint were found: functions run on the "
+        "embedded local runtime from %s. Set LAMBDA_BACKEND=aws (and credentials) to call AWS Lambda. ***",
+        settings.local_functions_dir,
+    )
+    return replace(settings, lambda_backend="local", lambda_backend_reason="auto: no AWS credentials or endpoint found")
 
 
 def find_aws(environ: Mapping[str, str]) -> str | None:
@@ -186,7 +236,7 @@ def retry_after_seconds(error: BaseException) -> float | None:
 
 
 def translate_error(error: BaseException, function_name: str, qualifier: str | None = None) -> ServiceError:
-    """The ServiceError a boto3 or botocore error stands for."""
+    """The ServiceError a boto3 or botocore error stands for (InternalError, logged, for anything unexpected)."""
     if isinstance(error, ServiceError):
         return error
     target = f"{function_name}:{qualifier}" if qualifier else function_name
@@ -219,4 +269,5 @@ def translate_error(error: BaseException, function_name: str, qualifier: str | N
         return UpstreamUnavailable(f"Lambda could not be reached: {error}")
     if isinstance(error, BotoCoreError):
         return UpstreamError(f"calling Lambda failed: {error}")
-    raise error
+    logger.error("unexpected error calling Lambda for %r", target, exc_info=error)
+    return InternalError()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import time
@@ -199,7 +200,7 @@ class LambdaService:
             arguments: dict[str, Any] = {"MaxItems": max_items - len(functions)}
             if marker:
                 arguments["Marker"] = marker
-            response = await self._read(lambda a=arguments: self._client.list_functions(**a), "*")
+            response = await self._read(functools.partial(self._client.list_functions, **arguments), "*")
             functions.extend(
                 _function_info(item)
                 for item in response.get("Functions", [])
@@ -320,15 +321,15 @@ class LambdaService:
         self, record: InvocationStart, error: Exception, duration_ms: float, *, audited: bool = False
     ) -> None:
         """Complete the record (or write it whole) for an invocation that ended in `error`."""
-        known = isinstance(error, ServiceError)
-        code = error.code if known else "InternalError"
+        known = error if isinstance(error, ServiceError) else InternalError()
+        code = known.code
         await self._log.finish(
             record,
             InvocationOutcome(
                 success=False,
                 completed_at=utc_now(),
                 duration_ms=duration_ms,
-                error_message=error.message if known else "internal error",
+                error_message=known.message,
                 error_code=code,
             ),
         )

@@ -13,7 +13,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from app import Module, build_module, create_app
+from app import Services, build_services, create_app
 from config import Settings, load_settings
 from models import connect
 
@@ -126,17 +126,17 @@ def create_function(aws: None) -> Callable[..., dict]:
 
 
 @pytest.fixture
-async def module(make_settings: SettingsFactory, aws: None) -> AsyncIterator[Module]:
+async def module(make_settings: SettingsFactory, aws: None) -> AsyncIterator[Services]:
     """The module built as main() builds it, against moto and a fresh SQLite database."""
-    built = await build_module(make_settings())
+    built = await build_services(make_settings())
     yield built
     await built.close()
 
 
 @pytest.fixture
-async def client(module: Module):
+async def client(module: Services):
     """A test client of the real app over the `module` fixture, with start-up and shutdown hooks run."""
-    app = create_app(module.settings, module.service, module.authenticator)
+    app = create_app(module)
     async with app.test_app() as test_app:
         yield test_app.test_client()
 

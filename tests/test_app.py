@@ -12,18 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from app import (
-    Module,
-    build_module,
-    check_ports_free,
-    choose_lambda_backend,
-    configure_logging,
-    create_app,
-    local_runtime,
-    main,
-)
+from app import Services, build_services, create_app, main
+from logging_setup import configure_logging
 from services.domain import Caller, InvokeRequest
 from services.errors import Unauthenticated
+from services.lambda_client import choose_lambda_backend
+from serving import check_ports_free
+from serving import embedded_runtime as local_runtime
 from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY, SettingsFactory
 
 SETTING_VARIABLES = (
@@ -98,9 +93,9 @@ async def test_the_client_tool_creates_lists_rotates_disables_and_enables(
     assert len(secret) >= 32
     assert out.count(secret) == 1
 
-    module = await build_module(make_settings(DATABASE_URL=environment))
+    module = await build_services(make_settings(DATABASE_URL=environment))
     try:
-        app = create_app(module.settings, module.service, module.authenticator)
+        app = create_app(module)
         async with app.test_app() as test_app:
             client = test_app.test_client()
             response = await client.post("/api/v1/token", json={"client_id": "bot-one", "client_secret": secret})
@@ -224,7 +219,7 @@ def test_configure_logging_writes_to_a_file_under_log_dir(make_settings: Setting
 
 
 async def test_audit_lines_record_tokens_and_invocations_without_secrets(
-    client, module: Module, create_function, caplog: pytest.LogCaptureFixture
+    client, module: Services, create_function, caplog: pytest.LogCaptureFixture
 ):
     create_function("waddlebot-echo")
     caplog.set_level(logging.DEBUG)
@@ -284,8 +279,8 @@ async def test_a_client_id_cannot_forge_audit_lines(client, caplog: pytest.LogCa
     assert "evil" in audit[0]
 
 
-async def _issue_status(module: Module, client_id: str, secret: str) -> int:
-    app = create_app(module.settings, module.service, module.authenticator)
+async def _issue_status(module: Services, client_id: str, secret: str) -> int:
+    app = create_app(module)
     async with app.test_app() as test_app:
         return await _token_status(test_app.test_client(), client_id, secret)
 
@@ -296,7 +291,7 @@ async def test_without_a_key_a_development_client_is_printed_not_logged(
     caplog.set_level(logging.DEBUG)
     settings = make_settings(MODULE_SECRET_KEY="", BOOTSTRAP_CLIENT_ID="", BOOTSTRAP_CLIENT_SECRET="")
     assert settings.secret_key_generated
-    module = await build_module(settings)
+    module = await build_services(settings)
     try:
         out = capsys.readouterr().out
         match = re.search(r"client_id=local-dev client_secret=(\S+)", out)
@@ -313,14 +308,14 @@ async def test_without_a_key_a_development_client_is_printed_not_logged(
 async def test_a_restart_with_a_new_bootstrap_secret_replaces_the_old_one(
     make_settings: SettingsFactory, database_url: str, aws
 ):
-    first = await build_module(make_settings(DATABASE_URL=database_url))
+    first = await build_services(make_settings(DATABASE_URL=database_url))
     try:
         assert await _issue_status(first, TEST_CLIENT_ID, TEST_CLIENT_SECRET) == 200
         await first.clients.set_active(TEST_CLIENT_ID, False)
     finally:
         await first.close()
     new_secret = "a-replaced-bootstrap-secret-42"
-    second = await build_module(make_settings(DATABASE_URL=database_url, BOOTSTRAP_CLIENT_SECRET=new_secret))
+    second = await build_services(make_settings(DATABASE_URL=database_url, BOOTSTRAP_CLIENT_SECRET=new_secret))
     try:
         assert await _issue_status(second, TEST_CLIENT_ID, TEST_CLIENT_SECRET) == 401
         assert await _issue_status(second, TEST_CLIENT_ID, new_secret) == 200
@@ -379,7 +374,7 @@ async def test_the_local_backend_starts_one_runtime_and_stops_it(make_settings: 
     settings = make_settings(LAMBDA_BACKEND="local", LOCAL_LAMBDA_PORT="0")
     async with local_runtime(settings) as serving:
         assert serving.local_lambda_port != 0
-        module = await build_module(serving)
+        module = await build_services(serving)
         try:
             assert module.service.endpoint_url == f"http://127.0.0.1:{serving.local_lambda_port}"
             result = await module.service.invoke(
@@ -412,11 +407,11 @@ async def test_a_local_runtime_that_cannot_listen_is_a_clear_start_up_error(make
 async def test_a_configured_key_disables_a_development_client_left_in_the_database(
     make_settings: SettingsFactory, capsys: pytest.CaptureFixture[str]
 ):
-    development = await build_module(make_settings(MODULE_SECRET_KEY=""), lambda_client=object())
+    development = await build_services(make_settings(MODULE_SECRET_KEY=""), lambda_client=object())
     await development.close()
     secret = re.search(r"client_secret=(\S+)", capsys.readouterr().out).group(1)
 
-    module = await build_module(make_settings(), lambda_client=object())
+    module = await build_services(make_settings(), lambda_client=object())
     try:
         left = await module.clients.get("local-dev")
         assert left is not None

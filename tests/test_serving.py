@@ -20,7 +20,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-import app
+import serving
 from proto import lambda_action_pb2 as pb
 from proto import lambda_action_pb2_grpc as pb_grpc
 from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY, free_port
@@ -295,7 +295,7 @@ def test_the_parent_replaces_a_worker_that_dies(start_module, fake: FakeLambda):
     workers = _children(module.process.pid)
     assert len(workers) == 2
     # A worker that dies right after starting is taken for a broken configuration, not replaced: be older.
-    time.sleep(app.WORKER_MIN_UPTIME_SECONDS + 0.5)
+    time.sleep(serving.WORKER_MIN_UPTIME_SECONDS + 0.5)
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
 

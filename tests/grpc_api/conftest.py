@@ -12,9 +12,10 @@ import grpc
 import jwt
 import pytest
 
-from app import GrpcServer, Module, build_grpc_server, build_module
+from app import Services, build_grpc_server, build_services
 from config import Settings
 from grpc_api.errors import ERROR_CODE_KEY, RETRY_AFTER_KEY
+from grpc_api.server import GrpcServer
 from proto import lambda_action_pb2_grpc as pb_grpc
 from services.lambda_client import botocore_config
 from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY, SettingsFactory
@@ -76,7 +77,7 @@ class Harness:
     """One running gRPC server over one module, and a channel and stub to call it."""
 
     settings: Settings
-    module: Module
+    module: Services
     server: GrpcServer
     channel: grpc.aio.Channel
     stub: pb_grpc.LambdaActionStub
@@ -138,8 +139,8 @@ async def make_harness(
             lambda_client = boto_client = boto_session.client(
                 "lambda", endpoint_url=endpoint_url or fake.url, config=botocore_config(settings)
             )
-        module = await build_module(settings, lambda_client=lambda_client)
-        server = build_grpc_server(settings, module.service, module.authenticator)
+        module = await build_services(settings, lambda_client=lambda_client)
+        server = build_grpc_server(module)
         await server.start()
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         channel = grpc.aio.insecure_channel(f"{host}:{server.port}")

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from proto import lambda_action_pb2 as pb
-from services.auth import hash_secret
+from services.client_secrets import hash_secret
 from tests.conftest import TEST_CLIENT_ID
 from tests.fake_lambda import ACCOUNT_ID, REGION, FakeLambda
 from tests.grpc_api.conftest import (

@@ -389,7 +389,7 @@ async def test_an_unexpected_error_is_internal_with_a_generic_message(
     assert any(
         record.exc_info and "secret internal detail" in str(record.exc_info[1])
         for record in caplog.records
-        if record.name == "grpc_api.interceptor"
+        if record.name == "services.lambda_client"
     )
     [record] = await harness.records(ECHO)
     assert (record["success"], record["error_code"], record["error_message"]) == (

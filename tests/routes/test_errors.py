@@ -9,7 +9,7 @@ import time
 import jwt
 import pytest
 
-from app import build_module, create_app
+from app import build_services, create_app
 from tests.conftest import TEST_CLIENT_ID, TEST_SECRET_KEY, issue_token
 
 ENDPOINTS = [
@@ -111,9 +111,9 @@ class _BrokenLambdaClient:
 
 
 async def test_an_unexpected_error_answers_500_in_json_and_logs_its_traceback(make_settings, caplog):
-    module = await build_module(make_settings(), lambda_client=_BrokenLambdaClient())
+    module = await build_services(make_settings(), lambda_client=_BrokenLambdaClient())
     try:
-        app = create_app(module.settings, module.service, module.authenticator)
+        app = create_app(module)
         async with app.test_app() as test_app:
             client = test_app.test_client()
             headers = {"Authorization": f"Bearer {await issue_token(client)}"}
@@ -125,7 +125,9 @@ async def test_an_unexpected_error_answers_500_in_json_and_logs_its_traceback(ma
     assert json.loads(text) == {"success": False, "error": "internal error", "code": "InternalError"}
     assert "Traceback" not in text
     assert "broken client" not in text
-    logged = [record for record in caplog.records if record.name == "routes.errors"]
+    # The Lambda client's surprise is logged once, with its traceback, where it was caught.
+    logged = [record for record in caplog.records if record.exc_info is not None]
     assert len(logged) == 1
+    assert logged[0].name == "services.lambda_client"
     assert logged[0].exc_info is not None
     assert logged[0].exc_info[0] is RuntimeError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app import Module, build_module, create_app
-from services.auth import hash_secret
+from app import Services, build_services, create_app
+from services.client_secrets import hash_secret
 from tests.conftest import SettingsFactory, issue_token
 
 PREFIXED = ["waddlebot-alpha", "waddlebot-apple", "waddlebot-beta"]
@@ -20,7 +20,7 @@ def functions(create_function) -> None:
 
 
 @pytest.fixture
-async def narrow_headers(client, module: Module) -> dict[str, str]:
+async def narrow_headers(client, module: Services) -> dict[str, str]:
     """A second client, allowed only functions matching waddlebot-a*."""
     await module.clients.save("narrow-client", hash_secret(NARROW_SECRET), ("waddlebot-a*",))
     token = await issue_token(client, "narrow-client", NARROW_SECRET)
@@ -118,9 +118,9 @@ async def test_a_client_with_patterns_is_forbidden_functions_outside_them(client
 
 
 async def test_an_empty_prefix_lets_every_function_through(make_settings: SettingsFactory, functions):
-    module = await build_module(make_settings(LAMBDA_FUNCTION_PREFIX=""))
+    module = await build_services(make_settings(LAMBDA_FUNCTION_PREFIX=""))
     try:
-        app = create_app(module.settings, module.service, module.authenticator)
+        app = create_app(module)
         async with app.test_app() as test_app:
             client = test_app.test_client()
             headers = {"Authorization": f"Bearer {await issue_token(client)}"}

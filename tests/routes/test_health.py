@@ -6,13 +6,13 @@ import asyncio
 
 import pytest
 
-from app import Module, build_module, create_app
+from app import Services, build_services, create_app
 from config import MODULE_NAME, MODULE_VERSION
 from models import connect
 from tests.conftest import POSTGRES_URL, TEST_CLIENT_SECRET, TEST_SECRET_KEY, SettingsFactory
 
 
-async def test_health_needs_no_token_and_reports_everything(client, module: Module):
+async def test_health_needs_no_token_and_reports_everything(client, module: Services):
     response = await client.get("/health")
     body = await response.get_json()
     assert response.status_code == 200, body
@@ -36,7 +36,7 @@ async def test_health_shows_no_secret(client):
     assert "password" not in text.lower()
 
 
-async def test_health_answers_503_when_the_database_is_gone(client, module: Module):
+async def test_health_answers_503_when_the_database_is_gone(client, module: Services):
     await asyncio.to_thread(module.database.close)
     response = await client.get("/health")
     body = await response.get_json()
@@ -49,9 +49,9 @@ async def test_health_answers_503_when_the_database_is_gone(client, module: Modu
 async def test_a_lost_postgresql_connection_is_replaced_without_a_failed_answer(make_settings: SettingsFactory, aws):
     if not POSTGRES_URL:
         pytest.skip("TEST_DATABASE_URL is not set")
-    module = await build_module(make_settings(DATABASE_URL=POSTGRES_URL, DATABASE_POOL_SIZE="1"))
+    module = await build_services(make_settings(DATABASE_URL=POSTGRES_URL, DATABASE_POOL_SIZE="1"))
     try:
-        app = create_app(module.settings, module.service, module.authenticator)
+        app = create_app(module)
         async with app.test_app() as test_app:
             client = test_app.test_client()
             first = await client.get("/health")

@@ -8,7 +8,7 @@ import time
 import jwt
 import pytest
 
-from app import Module
+from app import Services
 from tests.conftest import TEST_SECRET_KEY
 
 ECHO = "waddlebot-echo"
@@ -22,7 +22,7 @@ def echo(create_function) -> str:
     return ECHO
 
 
-async def _records(module: Module) -> list[dict]:
+async def _records(module: Services) -> list[dict]:
     def select(db):
         table = db.lambda_invocations
         return [row.as_dict() for row in db(table).select(orderby=table.id)]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from app import Module
+from app import Services
 
 
-async def test_invoke_returns_the_function_result_and_records_it(client, auth_headers, create_function, module: Module):
+async def test_invoke_returns_the_function_result_and_records_it(client, auth_headers, create_function, module: Services):
     create_function("waddlebot-echo")
     response = await client.post(
         "/api/v1/invoke",

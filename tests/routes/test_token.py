@@ -7,11 +7,11 @@ import time
 import jwt
 import pytest
 
-from app import Module
+from app import Services
 from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY
 
 
-async def test_a_token_is_issued_for_good_credentials(client, module: Module):
+async def test_a_token_is_issued_for_good_credentials(client, module: Services):
     before = int(time.time())
     response = await client.post(
         "/api/v1/token", json={"client_id": TEST_CLIENT_ID, "client_secret": TEST_CLIENT_SECRET}
@@ -51,7 +51,7 @@ async def test_wrong_secret_and_unknown_client_get_the_same_401(client):
     assert wrong_secret.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-async def test_a_disabled_client_gets_no_token(client, module: Module):
+async def test_a_disabled_client_gets_no_token(client, module: Services):
     await module.clients.set_active(TEST_CLIENT_ID, False)
     response = await client.post(
         "/api/v1/token", json={"client_id": TEST_CLIENT_ID, "client_secret": TEST_CLIENT_SECRET}

@@ -9,8 +9,9 @@ import jwt
 import pytest
 
 from config import Settings
-from services.auth import Authenticator, hash_secret, new_secret, verify_secret
-from services.clients import ClientStore
+from services.api_clients import ClientStore
+from services.auth import Authenticator
+from services.client_secrets import hash_secret, new_secret, verify_secret
 from services.database import Database
 from services.domain import Caller
 from services.errors import Unauthenticated

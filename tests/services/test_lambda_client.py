@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConn
 
 from services.errors import (
     FunctionNotFound,
+    InternalError,
     InvalidRequest,
     PayloadTooLarge,
     ServiceError,
@@ -204,12 +205,16 @@ def test_read_timeout_is_upstream_timeout(make_settings, fake: FakeLambda):
     assert len(fake.calls("Invoke")) == 1
 
 
-def test_errors_that_are_not_botocore_errors_are_not_swallowed():
+def test_an_unexpected_error_becomes_internal_with_its_traceback_logged(caplog: pytest.LogCaptureFixture):
     already = FunctionNotFound("gone")
+    bug = KeyError("bug")
 
     assert translate_error(already, ECHO) is already
-    with pytest.raises(KeyError):
-        translate_error(KeyError("bug"), ECHO)
+    translated = translate_error(bug, ECHO)
+
+    assert isinstance(translated, InternalError)
+    assert translated.message == "internal error"
+    assert any(record.exc_info and record.exc_info[1] is bug for record in caplog.records)
 
 
 # -- which real errors the retry policy retries, per mode -------------------------------------------------

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from app import Module, build_module
+from app import Services, build_services
 from services.domain import Caller, FunctionInfo, InvokeRequest, InvokeResult
 from services.errors import (
     ConcurrencyLimitReached,
@@ -39,7 +39,7 @@ CLIENT = Caller(kind="client", name="test-client")
 ROUTER = Caller(kind="service", name="router_module")
 ECHO = "waddlebot-echo"
 
-ModuleFactory = Callable[..., Awaitable[Module]]
+ServicesFactory = Callable[..., Awaitable[Services]]
 
 
 @pytest.fixture
@@ -50,15 +50,15 @@ def fake() -> Iterator[FakeLambda]:
 
 
 @pytest.fixture
-async def make_module(make_settings, fake: FakeLambda) -> AsyncIterator[ModuleFactory]:
+async def make_module(make_settings, fake: FakeLambda) -> AsyncIterator[ServicesFactory]:
     """Build modules whose boto3 client talks to `fake` (or to `lambda_client`); all closed at the end."""
-    built: list[tuple[Module, Any]] = []
+    built: list[tuple[Services, Any]] = []
 
-    async def build(lambda_client: Any = None, endpoint_url: str | None = None, **overrides: str) -> Module:
+    async def build(lambda_client: Any = None, endpoint_url: str | None = None, **overrides: str) -> Services:
         # No bootstrap client: these tests do not authenticate, and hashing its secret (scrypt) is slow.
         settings = make_settings(**{"BOOTSTRAP_CLIENT_ID": "", "BOOTSTRAP_CLIENT_SECRET": "", **overrides})
         client = lambda_client or build_lambda_client(settings, endpoint_url=endpoint_url or fake.url)
-        module = await build_module(settings, lambda_client=client)
+        module = await build_services(settings, lambda_client=client)
         built.append((module, client))
         return module
 
@@ -69,13 +69,13 @@ async def make_module(make_settings, fake: FakeLambda) -> AsyncIterator[ModuleFa
 
 
 @pytest.fixture
-async def module(make_module: ModuleFactory) -> Module:
+async def module(make_module: ServicesFactory) -> Services:
     """The module against the fake Lambda and SQLite (this overrides the moto-backed `module` of conftest)."""
     return await make_module()
 
 
 @pytest.fixture
-def service(module: Module) -> LambdaService:
+def service(module: Services) -> LambdaService:
     return module.service
 
 
@@ -85,7 +85,7 @@ async def invoke(
     return await service.invoke(InvokeRequest(function_name=function_name, **fields), caller, "rest")
 
 
-async def records_of(module: Module, function_name: str) -> list[dict]:
+async def records_of(module: Services, function_name: str) -> list[dict]:
     """Every invocation record of one function, for failures whose invocation id the caller never sees."""
     return await module.database.run(
         lambda db: db(db.lambda_invocations.function_name == function_name).select().as_list()
@@ -208,7 +208,7 @@ async def test_unknown_alias_is_function_not_found(service: LambdaService, fake:
     assert len(fake.calls("Invoke")) == 1
 
 
-async def test_function_arn_is_accepted_and_recorded_by_name(module: Module, fake: FakeLambda):
+async def test_function_arn_is_accepted_and_recorded_by_name(module: Services, fake: FakeLambda):
     arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{ECHO}"
 
     result = await invoke(module.service, arn)
@@ -274,7 +274,7 @@ async def test_event_payload_at_the_limit_is_sent(service: LambdaService, fake: 
     assert fake.calls("Invoke", ECHO)[0].body == payload
 
 
-async def test_function_outside_the_prefix_is_forbidden_never_sent_and_recorded(module: Module, fake: FakeLambda):
+async def test_function_outside_the_prefix_is_forbidden_never_sent_and_recorded(module: Services, fake: FakeLambda):
     fake.add_function("billing-export")
 
     with pytest.raises(Forbidden, match="waddlebot-"):
@@ -324,7 +324,7 @@ async def test_empty_prefix_turns_the_guard_off(make_module, fake: FakeLambda):
     assert sorted(info.function_name for info in page.functions) == ["billing-export", ECHO]
 
 
-async def test_invocation_whose_caller_left_is_still_recorded(module: Module, fake: FakeLambda):
+async def test_invocation_whose_caller_left_is_still_recorded(module: Services, fake: FakeLambda):
     gate = fake.functions[ECHO].hold = threading.Event()
     caller = asyncio.create_task(invoke(module.service, payload=b'{"left": true}'))
     try:
@@ -347,7 +347,7 @@ async def test_invocation_whose_caller_left_is_still_recorded(module: Module, fa
 # -- retries ----------------------------------------------------------------------------------------------
 
 
-async def test_throttled_twice_then_succeeds_after_three_requests(module: Module, fake: FakeLambda):
+async def test_throttled_twice_then_succeeds_after_three_requests(module: Services, fake: FakeLambda):
     fake.functions[ECHO].script(Reply.throttle(), Reply.throttle())
 
     result = await invoke(module.service, payload=b'{"try": 1}')
@@ -663,7 +663,7 @@ async def test_get_function_config_refuses_before_sending(service: LambdaService
     assert fake.calls() == []
 
 
-async def test_listing_and_describing_give_up_after_the_control_plane_timeout(module: Module, fake: FakeLambda):
+async def test_listing_and_describing_give_up_after_the_control_plane_timeout(module: Services, fake: FakeLambda):
     # The boto3 client waits LAMBDA_TIMEOUT and more for invocations; reads must not hold a caller that long.
     client = build_lambda_client(module.settings, endpoint_url=fake.url)
     service = LambdaService(module.settings, client, module.invocation_log, control_plane_timeout=0.3)

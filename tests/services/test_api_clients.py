@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from config import normalize_database_url
-from services.clients import ClientStore, validate_patterns
+from services.api_clients import ClientStore, validate_patterns
 from services.database import Database
 from services.errors import InvalidRequest
 

@@ -9,11 +9,16 @@ from datetime import datetime
 
 from pydal import DAL
 
+from config import Settings
+from services.client_secrets import hash_secret, new_secret
 from services.database import Database
 from services.errors import InvalidRequest
 from services.invocation_log import utc_now
 
 logger = logging.getLogger(__name__)
+
+# The client a development run (no MODULE_SECRET_KEY) makes for its user, with a new secret at each start.
+DEV_CLIENT_ID = "local-dev"
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{3,128}$")
 _PATTERN = re.compile(r"^[A-Za-z0-9_*?\[\]!-]{1,128}$")
@@ -120,3 +125,37 @@ def _save(db: DAL, client_id: str, secret_hash: str, patterns: tuple[str, ...], 
 def _update(db: DAL, client_id: str, **fields) -> bool:
     table = db.api_clients
     return bool(db(table.client_id == client_id).update(updated_at=utc_now(), **fields))
+
+
+async def prepare_clients(settings: Settings, clients: ClientStore) -> None:
+    """The start-up writes: the bootstrap client saved, the development client reset or, under a real key, disabled.
+
+    Done once per start, by the process that owns the others.
+    """
+    if settings.bootstrap_client_id:
+        created = await clients.save(settings.bootstrap_client_id, hash_secret(settings.bootstrap_client_secret))
+        logger.info("bootstrap client %s %s", settings.bootstrap_client_id, "created" if created else "updated")
+    if settings.secret_key_generated:
+        secret = new_secret()
+        await clients.save(DEV_CLIENT_ID, hash_secret(secret), description="development client, reset at each start")
+        _announce_development_client(settings, secret)
+    elif settings.bootstrap_client_id != DEV_CLIENT_ID:
+        # A development run against this database left its client behind; with a real key it must not work.
+        development = await clients.get(DEV_CLIENT_ID)
+        if development is not None and development.active:
+            await clients.set_active(DEV_CLIENT_ID, False)
+            logger.warning("disabled the development client %s: MODULE_SECRET_KEY is configured", DEV_CLIENT_ID)
+
+
+def _announce_development_client(settings: Settings, secret: str) -> None:
+    # Printed, not logged: log files must never hold a secret.
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    body = f'{{"client_id": "{DEV_CLIENT_ID}", "client_secret": "{secret}"}}'
+    print(
+        "\n*** WARNING: MODULE_SECRET_KEY is not set: tokens are signed with a random key made for this run.\n"
+        "*** Development only; set MODULE_SECRET_KEY (and ENVIRONMENT=production) for real use.\n"
+        f"*** Development client: client_id={DEV_CLIENT_ID} client_secret={secret}\n"
+        f"*** Get a token: curl -s -X POST http://{host}:{settings.rest_port}/api/v1/token "
+        f"-H 'Content-Type: application/json' -d '{body}'\n",
+        flush=True,
+    )

@@ -1,0 +1,45 @@
+"""GrpcServer: the grpc.aio server with its health service, started, drained and stopped as one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import aio as health_aio
+
+from grpc_api.interceptor import SERVICE_NAME, ServiceInterceptor
+
+
+@dataclass
+class GrpcServer:
+    """The grpc.aio server with its health service, bound to `port`."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    interceptor: ServiceInterceptor
+
+    async def start(self) -> None:
+        """Start answering, and report the LambdaAction service ready."""
+        await self.server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Report NOT_SERVING, refuse new calls, and give calls under way `grace_seconds` to finish."""
+        await self.health.enter_graceful_shutdown()
+        stopping = asyncio.ensure_future(self.server.stop(grace_seconds))
+        # Streams such as a health Watch never end by themselves and would hold the whole grace period:
+        # once the last LambdaAction call is answered, nothing is left worth waiting for.
+        await asyncio.sleep(0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.interceptor.wait_idle(), grace_seconds)
+        await self.server.stop(None)
+        await stopping
+
+    async def stop(self) -> None:
+        """Stop at once, cancelling whatever is still under way."""
+        await self.server.stop(None)
