@@ -11,7 +11,7 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 
-COPY config.py app.py ./
+COPY config.py app.py serving.py clients_cli.py logging_setup.py ./
 COPY models/ models/
 COPY services/ services/
 COPY routes/ routes/

@@ -46,7 +46,11 @@ async def invoke(data: InvokeBody) -> ResponseReturnValue:
 async def invoke_async(data: InvokeAsyncBody) -> ResponseReturnValue:
     """Queue an Event invocation and answer with Lambda's request id."""
     result = await app_services().service.invoke_async(
-        data.function_name, payload_bytes(data.payload), current_caller(), "rest"
+        data.function_name,
+        payload_bytes(data.payload),
+        current_caller(),
+        "rest",
+        payload_is_json=not isinstance(data.payload, str),
     )
     reply = InvokeAsyncReply(
         success=result.success,

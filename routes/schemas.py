@@ -45,6 +45,8 @@ class InvokeBody(BaseModel):
         return InvokeRequest(
             function_name=self.function_name,
             payload=payload_bytes(self.payload),
+            # Anything but a string was parsed from the body's JSON and encoded here: JSON by construction.
+            payload_is_json=not isinstance(self.payload, str),
             invocation_type=self.invocation_type,
             alias=self.alias or None,
             version=self.version or None,
@@ -156,22 +158,12 @@ def payload_bytes(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 
-def rendered_payload(text: str) -> Any:
-    """The function's response as a JSON value when it is JSON, else as the text itself."""
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def invoke_reply(result: InvokeResult) -> InvokeReply:
     """The reply for one invocation's result."""
     return InvokeReply(
         success=result.success,
         status_code=result.status_code,
-        payload=rendered_payload(result.payload),
+        payload=result.payload_value,
         function_error=result.function_error,
         log_result=result.log_result,
         executed_version=result.executed_version,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from services.errors import InvalidRequest
 
@@ -105,6 +107,9 @@ class InvokeRequest:
     version: str | None = None
     # Base64 of a JSON object, passed to the function as Lambda's client context.
     client_context: str | None = None
+    # True when the transport encoded `payload` itself from an already parsed JSON value: it is JSON by
+    # construction, and parsing it again only to check would cost a second pass over up to 6 MB.
+    payload_is_json: bool = False
 
     @property
     def qualifier(self) -> str | None:
@@ -129,6 +134,16 @@ class InvokeResult:
     @property
     def success(self) -> bool:
         return self.function_error is None and 200 <= self.status_code < 300
+
+    @functools.cached_property
+    def payload_value(self) -> Any:
+        """The answer as a JSON value (the text itself when it is not JSON, None when empty), parsed once."""
+        if not self.payload:
+            return None
+        try:
+            return json.loads(self.payload)
+        except ValueError:
+            return self.payload
 
 
 @dataclass(frozen=True)

@@ -145,10 +145,13 @@ class LambdaService:
         caller: Caller,
         transport: Transport,
         *,
+        payload_is_json: bool = False,
         deadline: float | None = None,
     ) -> InvokeResult:
         """Queue an Event invocation; the result carries Lambda's request id and status 202."""
-        request = InvokeRequest(function_name=function_name, payload=payload, invocation_type="Event")
+        request = InvokeRequest(
+            function_name=function_name, payload=payload, invocation_type="Event", payload_is_json=payload_is_json
+        )
         return await self.invoke(request, caller, transport, deadline=deadline)
 
     async def batch_invoke(
@@ -266,7 +269,8 @@ class LambdaService:
                 f"for {request.invocation_type} invocations"
             )
         try:
-            json.loads(request.payload)
+            if not request.payload_is_json:
+                json.loads(request.payload)
         except ValueError as error:
             raise InvalidRequest(f"payload must be JSON: {error}") from None
         if request.client_context and len(request.client_context) > MAX_CLIENT_CONTEXT_BYTES:
@@ -440,10 +444,8 @@ def _invoke_result(
 def _function_error_message(result: InvokeResult) -> str | None:
     if result.function_error is None:
         return None
-    try:
-        message = json.loads(result.payload).get("errorMessage")
-    except (ValueError, AttributeError):
-        message = None
+    value = result.payload_value
+    message = value.get("errorMessage") if isinstance(value, dict) else None
     return str(message) if message is not None else result.function_error
 
 
