@@ -15,11 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 
-from proto import lambda_action_pb2 as pb
-from proto import lambda_action_pb2_grpc as pb_grpc
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +93,7 @@ def _post(url: str, body: dict, token: str | None = None) -> dict:
         return json.load(response)
 
 
-def test_make_run_answers_help_from_the_embedded_runtime(make_run: QuickStart):
+def test_make_run_answers_help_from_the_embedded_runtime(make_run: QuickStart, tmp_path: Path):
     base = f"http://127.0.0.1:{make_run.rest_port}"
     secret = re.search(r"client_id=local-dev client_secret=(\S+)", make_run.text()).group(1)
     token = _post(f"{base}/api/v1/token", {"client_id": "local-dev", "client_secret": secret})["token"]
@@ -115,15 +112,28 @@ def test_make_run_answers_help_from_the_embedded_runtime(make_run: QuickStart):
     assert backend["chosen_by"] == "auto: no AWS credentials or endpoint found"
     assert "embedded local runtime" in make_run.text()
 
-    # The README's Python example for gRPC, against the same process.
-    with grpc.insecure_channel(f"127.0.0.1:{make_run.grpc_port}") as channel:
-        reply = pb_grpc.LambdaActionStub(channel).InvokeFunction(
-            pb.InvokeFunctionRequest(function_name="waddlebot-command-handler", payload=json.dumps(HELP_REQUEST)),
-            metadata=[("authorization", f"Bearer {token}")],
-            timeout=10,
-        )
-    assert reply.success
-    assert json.loads(reply.payload) == answer["payload"]
+    # The README's Python example for gRPC, against the same process, run as its reader would from a folder
+    # outside the repository, with the repository on PYTHONPATH as the README says.
+    script = tmp_path / "try_grpc.py"
+    script.write_text(
+        _readme_grpc_example()
+        .replace("<the token from POST /api/v1/token>", token)
+        .replace("127.0.0.1:50060", f"127.0.0.1:{make_run.grpc_port}")
+    )
+    printed = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), str(script)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    # It prints: success, status code, payload, invocation id.
+    success, status_code, rest = printed.split(" ", 2)
+    payload, grpc_invocation_id = rest.rsplit(" ", 1)
+    assert (success, status_code) == ("True", "200")
+    assert json.loads(payload) == answer["payload"]
 
     with sqlite3.connect(make_run.database) as connection:
         rows = connection.execute(
@@ -131,5 +141,13 @@ def test_make_run_answers_help_from_the_embedded_runtime(make_run: QuickStart):
         ).fetchall()
     assert rows == [
         (answer["invocation_id"], "waddlebot-command-handler", "rest", "T"),
-        (reply.invocation_id, "waddlebot-command-handler", "grpc", "T"),
+        (grpc_invocation_id, "waddlebot-command-handler", "grpc", "T"),
     ]
+
+
+def _readme_grpc_example() -> str:
+    """The README's Python block for gRPC, as a reader would copy it."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    [example] = [block for block in blocks if "LambdaActionStub" in block]
+    return example
