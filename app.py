@@ -12,17 +12,17 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from quart import Quart
 
 from clients_cli import add_clients_command, run_clients_command
 from config import MODULE_NAME, Settings, SettingsError, environment_with_dotenv, load_settings
 from grpc_api.interceptor import SERVICE_NAME, ServiceInterceptor
-from grpc_api.server import GrpcServer
+from grpc_api.server import GrpcServer, ModuleHealth
 from grpc_api.servicer import LambdaActionServicer
 from logging_setup import configure_logging
 from proto import lambda_action_pb2_grpc
@@ -35,6 +35,7 @@ from services.auth import Authenticator
 from services.database import Database, connect_database, open_database
 from services.errors import ServiceError
 from services.invocation_log import InvocationLog
+from services.journal import Journal
 from services.lambda_client import LambdaClient, choose_lambda_backend, client_for_backend
 from services.lambda_service import LambdaService
 from serving import Servers, check_ports_free, serve_process, supervise_workers
@@ -57,8 +58,9 @@ class Services:
     service: LambdaService
 
     async def close(self) -> None:
-        """Let invocations under way finish and be recorded, then release threads and connections."""
+        """Let invocations under way finish and be recorded, ship the journal, then release threads and connections."""
         await self.service.close()
+        await self.invocation_log.close()
         await asyncio.to_thread(self.database.close)
 
 
@@ -73,7 +75,12 @@ async def build_services(
     clients = ClientStore(database)
     if prepare:
         await prepare_clients(settings, clients)
-    invocation_log = InvocationLog(database)
+    invocation_log = InvocationLog(database, Journal(Path(settings.log_spool_dir), settings.log_spool_max_bytes))
+    try:
+        await invocation_log.open()
+    except BaseException:
+        await asyncio.to_thread(database.close)
+        raise
     service = LambdaService(settings, lambda_client or client_for_backend(settings), invocation_log)
     return Services(
         settings=settings,
@@ -109,7 +116,7 @@ def build_grpc_server(services: Services, *, reuse_port: bool = False) -> GrpcSe
     interceptor = ServiceInterceptor(services.authenticator)
     server = grpc.aio.server(interceptors=[interceptor], options=options)
     lambda_action_pb2_grpc.add_LambdaActionServicer_to_server(LambdaActionServicer(services.service), server)
-    health_servicer = health_aio.HealthServicer()
+    health_servicer = ModuleHealth(services.invocation_log.state)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.grpc_reflection:
         names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)

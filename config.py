@@ -77,6 +77,8 @@ class Settings:
 
     log_level: str = "INFO"
     log_dir: str = "./logs"
+    log_spool_dir: str = "./data/spool"
+    log_spool_max_bytes: int = 1024 * 1024 * 1024
     enable_syslog: bool = False
     syslog_host: str = "localhost"
     syslog_port: int = 514
@@ -283,6 +285,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 30.0, 0.0, 3600.0),
         log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         log_dir=reader.text("LOG_DIR", "./logs"),
+        log_spool_dir=reader.text("LOG_SPOOL_DIR", "./data/spool"),
+        log_spool_max_bytes=reader.integer("LOG_SPOOL_MAX_BYTES", 1024 * 1024 * 1024, 1024 * 1024, 1024**4),
         enable_syslog=reader.boolean("ENABLE_SYSLOG", False),
         syslog_host=reader.text("SYSLOG_HOST", "localhost"),
         syslog_port=reader.integer("SYSLOG_PORT", 514, 1, 65535),

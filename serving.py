@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from quart import Quart
 from config import MODULE_NAME, MODULE_VERSION, PROJECT_ROOT, Settings
 from grpc_api.server import GrpcServer
 from local_lambda import kept_running
+from services.journal import instance_lock
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +144,9 @@ async def serve_process(settings: Settings, build: BuildServers, *, parent_fd: i
     if parent_fd is not None:
         await _serve(settings, build, parent_fd)
         return
-    async with embedded_runtime(settings) as serving_settings:
-        await _serve(serving_settings, build, None)
+    with _spool_held(settings):
+        async with embedded_runtime(settings) as serving_settings:
+            await _serve(serving_settings, build, None)
 
 
 async def _serve(settings: Settings, build: BuildServers, parent_fd: int | None) -> None:
@@ -188,9 +190,20 @@ async def _serve(settings: Settings, build: BuildServers, parent_fd: int | None)
 
 async def supervise_workers(settings: Settings, prepare: PrepareOnce) -> int:
     """WORKERS > 1: prepare once, run that many serving processes on shared ports, pass SIGTERM on; exit status."""
-    async with embedded_runtime(settings) as serving_settings:
-        await prepare(serving_settings)
-        return await _WorkerGroup(serving_settings).run()
+    with _spool_held(settings):
+        async with embedded_runtime(settings) as serving_settings:
+            await prepare(serving_settings)
+            return await _WorkerGroup(serving_settings).run()
+
+
+@contextlib.contextmanager
+def _spool_held(settings: Settings) -> Iterator[None]:
+    """LOG_SPOOL_DIR held by this instance (its workers write under it): a second instance is refused."""
+    fd = instance_lock(Path(settings.log_spool_dir))
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 class _WorkerGroup:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -11,6 +12,34 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
 from grpc_api.interceptor import SERVICE_NAME, ServiceInterceptor
+from services.invocation_log import JournalState
+
+
+class ModuleHealth(health_aio.HealthServicer):
+    """gRPC health that also tells the record path's state: trailing metadata on every Check (journal depth and
+    lag, whether the database takes records), and LambdaAction NOT_SERVING while the journal is full, because
+    then this replica refuses every invocation."""
+
+    def __init__(self, record_path: Callable[[], JournalState]) -> None:
+        super().__init__()
+        self._record_path = record_path
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        state = self._record_path()
+        context.set_trailing_metadata(
+            (
+                ("journal-unshipped-bytes", str(state.unshipped_bytes)),
+                ("journal-lag-seconds", f"{state.lag_seconds:g}"),
+                ("journal-full", "true" if state.full else "false"),
+                ("database-ok", "true" if state.database_ok else "false"),
+            )
+        )
+        reply: health_pb2.HealthCheckResponse = await super().Check(request, context)
+        if state.full and request.service == SERVICE_NAME and reply.status == health_pb2.HealthCheckResponse.SERVING:
+            reply.status = health_pb2.HealthCheckResponse.NOT_SERVING
+        return reply
 
 
 @dataclass

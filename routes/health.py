@@ -12,16 +12,34 @@ blueprint = Blueprint("health", __name__)
 
 @blueprint.get("/health")
 async def health() -> ResponseReturnValue:
-    """Status, version, Lambda backend, database reachability and a secret-free configuration summary."""
+    """Status, version, Lambda backend, database and journal state, and a secret-free configuration summary.
+
+    The database away is `degraded`, still 200: invocations go on and wait in the journal, and a restart would
+    not bring the database back. Only a full journal, which refuses every invocation, answers 503.
+    """
     services = app_services()
     report = await services.service.health()
+    journal = report.journal
+    if journal.full:
+        status = "unhealthy"
+    elif report.database_ok and journal.database_ok:
+        status = "healthy"
+    else:
+        status = "degraded"
     body = {
-        "status": "healthy" if report.database_ok else "unhealthy",
+        "status": status,
         "module": MODULE_NAME,
         "version": MODULE_VERSION,
         "lambda": report.lambda_backend,
         "database": {"ok": report.database_ok, "kind": services.settings.database_kind},
+        "journal": {
+            "unshipped_bytes": journal.unshipped_bytes,
+            "lag_seconds": journal.lag_seconds,
+            "full": journal.full,
+            "max_bytes": journal.max_bytes,
+            "database_takes_records": journal.database_ok,
+        },
         "in_flight": report.in_flight,
         "config": services.settings.summary(),
     }
-    return body, 200 if report.database_ok else 503
+    return body, 503 if journal.full else 200

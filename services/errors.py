@@ -76,3 +76,7 @@ class InternalError(ServiceError):
 
     def __init__(self, message: str = "internal error") -> None:
         super().__init__(message)
+
+
+class JournalFull(DatabaseUnavailable):
+    """The local invocation journal is full (the database has been away): a new invocation could not be recorded."""

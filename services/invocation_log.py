@@ -1,15 +1,21 @@
-"""The record of every invocation: a row written before Lambda is called and completed after."""
+"""The record of every invocation: journaled locally on the call's path, shipped to the database off it."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pydal import DAL
 
 from services.database import Database
 from services.domain import InvocationType
+from services.errors import JournalFull
+from services.journal import Journal
+from services.shipper import SHIP_INTERVAL_SECONDS, Shipper, write_batch
 
 logger = logging.getLogger(__name__)
 
@@ -50,41 +56,111 @@ class InvocationOutcome:
     error_code: str | None = None
 
 
+@dataclass(frozen=True)
+class JournalState:
+    """What /health and gRPC health show of the record path."""
+
+    # The database took the last batch it was offered (or nothing has been offered yet).
+    database_ok: bool
+    # Bytes written to the journal that the database does not hold yet, and the age of the oldest of them.
+    unshipped_bytes: int
+    lag_seconds: float
+    # The journal cannot take new invocations: they are refused rather than run unrecorded.
+    full: bool
+    max_bytes: int
+
+
 class InvocationLog:
-    """Writes invocation records; a failed write is logged, never raised to the caller."""
+    """Records every invocation: in the local journal first, then (shipped in batches) in the database."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, journal: Journal, *, ship_interval: float = SHIP_INTERVAL_SECONDS) -> None:
         self._database = database
+        self._journal = journal
+        self._shipper = Shipper(journal, database, interval=ship_interval)
 
-    async def start(self, record: InvocationStart) -> bool:
-        """Write the started-but-not-finished row; False when the database did not take it."""
-        try:
-            await self._database.run(lambda db: db.lambda_invocations.insert(**_start_fields(record)))
-            return True
-        except Exception as exc:
-            logger.error("could not record the start of invocation %s: %s", record.invocation_id, exc)
-            return False
+    async def open(self) -> None:
+        """Open the journal (adopting what ended processes left) and start shipping."""
+        await asyncio.to_thread(self._journal.open)
+        self._shipper.start()
 
-    async def finish(self, record: InvocationStart, outcome: InvocationOutcome) -> bool:
-        """Complete the row (or write it whole, if its start was never recorded); False on failure."""
+    def check_room(self) -> None:
+        """JournalFull when a new invocation could not be recorded."""
+        self._journal.check_room()
+
+    def record_start(self, record: InvocationStart) -> None:
+        """Journal the start of an invocation (before Lambda is called); OSError when the journal cannot be written."""
+        self._journal.append_start(_start_entry(record))
+
+    async def record_outcome(self, record: InvocationStart, outcome: InvocationOutcome) -> None:
+        """Journal how an invocation ended and return once that is durable; never raises.
+
+        If the journal cannot be written, the whole record goes to the database directly: an answered invocation
+        always has its record.
+        """
         try:
-            await self._database.run(lambda db: _write_outcome(db, record, outcome))
-            return True
-        except Exception as exc:
-            logger.error("could not record the outcome of invocation %s: %s", record.invocation_id, exc)
-            return False
+            await self._journal.append_outcome(_outcome_entry(record, outcome))
+        except Exception as error:
+            logger.error(
+                "the journal did not take the outcome of %s (%s); writing it directly", record.invocation_id, error
+            )
+            try:
+                whole = [_start_entry(record), _outcome_entry(record, outcome)]
+                await self._database.run(functools.partial(write_batch, entries=whole))
+            except Exception as direct_error:
+                logger.critical("the outcome of invocation %s is lost: %s", record.invocation_id, direct_error)
+                return
+        self._shipper.wake()
+
+    async def record_whole(self, record: InvocationStart, outcome: InvocationOutcome) -> None:
+        """Journal an invocation that never reached Lambda (refused), start and outcome at once."""
+        try:
+            self._journal.append_start(_start_entry(record))
+        except Exception as error:
+            logger.error("the journal did not take refused invocation %s: %s", record.invocation_id, error)
+        await self.record_outcome(record, outcome)
+
+    def state(self) -> JournalState:
+        """The record path's state right now."""
+        full = False
+        try:
+            self._journal.check_room()
+        except JournalFull:
+            full = True
+        return JournalState(
+            database_ok=self._shipper.database_ok,
+            unshipped_bytes=self._journal.unshipped_bytes(),
+            lag_seconds=round(self._journal.lag_seconds(), 3),
+            full=full,
+            max_bytes=self._journal.max_bytes,
+        )
+
+    async def flush(self, within_seconds: float = 10.0) -> bool:
+        """Ship every entry written so far; False when the database did not take them `within_seconds`."""
+        return await self._shipper.flush(within_seconds)
 
     async def ping(self) -> bool:
         """True when the database answers."""
         return await self._database.ping()
 
     async def get(self, invocation_id: str) -> dict | None:
-        """The record of one invocation as a dict, or None."""
+        """The database's record of one invocation as a dict, or None (entries still in the journal are not seen)."""
         return await self._database.run(lambda db: _select_one(db, invocation_id))
 
+    async def close(self, within_seconds: float = 5.0) -> None:
+        """Ship what can be shipped `within_seconds`, then release the journal (the rest waits for the next start)."""
+        await self._shipper.stop()
+        if not await self._shipper.flush(within_seconds):
+            logger.warning(
+                "%d bytes of invocation records stay in the journal %s until the next start",
+                self._journal.unshipped_bytes(),
+                self._journal.spool_dir,
+            )
+        await asyncio.to_thread(self._journal.close)
 
-def _start_fields(record: InvocationStart) -> dict:
+
+def _start_entry(record: InvocationStart) -> dict[str, Any]:
     return {
+        "kind": "start",
         "invocation_id": record.invocation_id,
         "function_name": record.function_name,
         "invocation_type": record.invocation_type,
@@ -93,14 +169,16 @@ def _start_fields(record: InvocationStart) -> dict:
         "version": record.version,
         "caller": record.caller,
         "transport": record.transport,
-        "invoked_at": record.invoked_at,
+        "invoked_at": record.invoked_at.isoformat(),
     }
 
 
-def _write_outcome(db: DAL, record: InvocationStart, outcome: InvocationOutcome) -> None:
-    fields = {
+def _outcome_entry(record: InvocationStart, outcome: InvocationOutcome) -> dict[str, Any]:
+    return {
+        "kind": "outcome",
+        "invocation_id": record.invocation_id,
         "success": outcome.success,
-        "completed_at": outcome.completed_at,
+        "completed_at": outcome.completed_at.isoformat(),
         "duration_ms": outcome.duration_ms,
         "status_code": outcome.status_code,
         "response_payload": outcome.response_payload,
@@ -110,10 +188,6 @@ def _write_outcome(db: DAL, record: InvocationStart, outcome: InvocationOutcome)
         "error_message": outcome.error_message,
         "error_code": outcome.error_code,
     }
-    table = db.lambda_invocations
-    updated = db(table.invocation_id == record.invocation_id).update(**fields)
-    if not updated:
-        table.insert(**_start_fields(record), **fields)
 
 
 def _select_one(db: DAL, invocation_id: str) -> dict | None:

@@ -33,6 +33,7 @@ from services.domain import (
 )
 from services.errors import (
     ConcurrencyLimitReached,
+    DatabaseUnavailable,
     DeadlineExceeded,
     Forbidden,
     InternalError,
@@ -41,7 +42,7 @@ from services.errors import (
     ServiceError,
     UpstreamTimeout,
 )
-from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, utc_now
+from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, JournalState, utc_now
 from services.lambda_client import CONTROL_PLANE_THREADS, RetryMode, RetryPolicy, translate_error
 from services.policy import check_access, may_reach
 
@@ -67,6 +68,7 @@ class HealthReport:
     database_ok: bool
     lambda_backend: dict[str, str]
     in_flight: int
+    journal: JournalState
 
 
 class LambdaService:
@@ -118,6 +120,8 @@ class LambdaService:
         # are recorded, so the history shows every invocation someone asked for and why it did not run.
         name = function_name_of(request.function_name)
         self._validate(request)
+        # Refused unrecorded when the journal is full: no invocation runs without its record.
+        self._log.check_room()
         record = _start_record(request, name, caller, transport)
         try:
             self._check_access(caller, request.function_name)
@@ -129,7 +133,7 @@ class LambdaService:
                 )
         except ServiceError as error:
             # A Forbidden refusal already has its DENIED audit line; one line per denied request is enough.
-            await self._record_failure(record, error, 0.0, audited=isinstance(error, Forbidden))
+            await self._record_failure(record, error, 0.0, started=False, audited=isinstance(error, Forbidden))
             raise
         self._in_flight += 1
         # The invocation runs as its own task: if the caller goes away, Lambda's answer is still recorded.
@@ -239,6 +243,7 @@ class LambdaService:
                 "region": self._settings.aws_region,
             },
             in_flight=self._in_flight,
+            journal=self._log.state(),
         )
 
     async def close(self) -> None:
@@ -287,7 +292,13 @@ class LambdaService:
         self, request: InvokeRequest, record: InvocationStart, deadline: float | None
     ) -> InvokeResult:
         started = time.perf_counter()
-        await self._log.start(record)
+        try:
+            self._log.record_start(record)
+        except OSError as error:
+            logger.error("the invocation journal cannot be written: %s", error)
+            raise DatabaseUnavailable(
+                "the invocation could not be recorded (the module's journal cannot be written); retry later"
+            ) from None
         arguments = _invoke_arguments(request)
         mode = RetryMode.INVOKE_EVENT if request.invocation_type == "Event" else RetryMode.INVOKE_SYNC
         try:
@@ -301,7 +312,7 @@ class LambdaService:
             raise
         duration_ms = (time.perf_counter() - started) * 1000
         result = _invoke_result(record, response, payload, duration_ms)
-        await self._log.finish(
+        await self._log.record_outcome(
             record,
             InvocationOutcome(
                 success=result.success,
@@ -322,21 +333,28 @@ class LambdaService:
         return result
 
     async def _record_failure(
-        self, record: InvocationStart, error: Exception, duration_ms: float, *, audited: bool = False
+        self,
+        record: InvocationStart,
+        error: Exception,
+        duration_ms: float,
+        *,
+        started: bool = True,
+        audited: bool = False,
     ) -> None:
-        """Complete the record (or write it whole) for an invocation that ended in `error`."""
+        """Complete the record of an invocation that failed (write it whole if it was refused before it `started`)."""
         known = error if isinstance(error, ServiceError) else InternalError()
         code = known.code
-        await self._log.finish(
-            record,
-            InvocationOutcome(
-                success=False,
-                completed_at=utc_now(),
-                duration_ms=duration_ms,
-                error_message=known.message,
-                error_code=code,
-            ),
+        outcome = InvocationOutcome(
+            success=False,
+            completed_at=utc_now(),
+            duration_ms=duration_ms,
+            error_message=known.message,
+            error_code=code,
         )
+        if started:
+            await self._log.record_outcome(record, outcome)
+        else:
+            await self._log.record_whole(record, outcome)
         if not audited:
             audit.invocation(
                 record.caller, record.transport, record.function_name, record.invocation_type, code, duration_ms

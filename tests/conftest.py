@@ -77,6 +77,7 @@ def make_settings(tmp_path: Path, sqlite_url: str) -> SettingsFactory:
             "MODULE_SECRET_KEY": TEST_SECRET_KEY,
             "DATABASE_URL": sqlite_url,
             "LOG_DIR": str(tmp_path / "logs"),
+            "LOG_SPOOL_DIR": str(tmp_path / "spool"),
             "AWS_REGION": AWS_REGION,
             "RETRY_DELAY": "0.01",
             "LAMBDA_TIMEOUT": "30",

@@ -98,6 +98,7 @@ def container(tmp_path: Path):
         "MODULE_SECRET_KEY": TEST_SECRET_KEY,
         "DATABASE_URL": f"sqlite:///{tmp_path}/container.sqlite",
         "LOG_DIR": str(tmp_path / "logs"),
+        "LOG_SPOOL_DIR": str(tmp_path / "spool"),
         "REST_PORT": str(port),
         "GRPC_PORT": str(grpc_port),
         "AWS_ACCESS_KEY_ID": "testing",

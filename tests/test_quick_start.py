@@ -54,6 +54,7 @@ def make_run(tmp_path: Path) -> Iterator[QuickStart]:
             "LOCAL_LAMBDA_PORT": "0",
             "DATABASE_URL": f"sqlite:///{database}",
             "LOG_DIR": str(tmp_path / "logs"),
+            "LOG_SPOOL_DIR": str(tmp_path / "spool"),
         }
     )
     process = subprocess.Popen(
@@ -135,10 +136,17 @@ def test_make_run_answers_help_from_the_embedded_runtime(make_run: QuickStart, t
     assert (success, status_code) == ("True", "200")
     assert json.loads(payload) == answer["payload"]
 
-    with sqlite3.connect(make_run.database) as connection:
-        rows = connection.execute(
-            "SELECT invocation_id, function_name, transport, success FROM lambda_invocations ORDER BY id"
-        ).fetchall()
+    # Records reach the table from the module's journal within a second.
+    deadline = time.monotonic() + 10
+    while True:
+        with sqlite3.connect(make_run.database) as connection:
+            rows = connection.execute(
+                "SELECT invocation_id, function_name, transport, success FROM lambda_invocations "
+                "WHERE success IS NOT NULL ORDER BY id"
+            ).fetchall()
+        if len(rows) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert rows == [
         (answer["invocation_id"], "waddlebot-command-handler", "rest", "T"),
         (grpc_invocation_id, "waddlebot-command-handler", "grpc", "T"),

@@ -120,6 +120,7 @@ def start_module(tmp_path: Path, fake: FakeLambda) -> Iterator:
             "BOOTSTRAP_CLIENT_SECRET": TEST_CLIENT_SECRET,
             "DATABASE_URL": f"sqlite:///{database}",
             "LOG_DIR": str(tmp_path / "logs"),
+            "LOG_SPOOL_DIR": str(tmp_path / "spool"),
             "HOST": "127.0.0.1",
             "REST_PORT": str(rest_port),
             "GRPC_PORT": str(grpc_port),

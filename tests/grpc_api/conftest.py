@@ -20,6 +20,7 @@ from proto import lambda_action_pb2_grpc as pb_grpc
 from services.lambda_client import botocore_config
 from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY, SettingsFactory
 from tests.fake_lambda import FakeLambda
+from tests.records import invocation_rows
 
 ECHO = "waddlebot-echo"
 FAILING = "waddlebot-fails"
@@ -98,13 +99,7 @@ class Harness:
 
     async def records(self, function_name: str | None = None) -> list[dict]:
         """Rows of the invocation log, oldest first, optionally of one function."""
-
-        def select(db):
-            table = db.lambda_invocations
-            query = table.function_name == function_name if function_name else table.id > 0
-            return [row.as_dict() for row in db(query).select(orderby=table.id)]
-
-        return await self.module.database.run(select)
+        return await invocation_rows(self.module, function_name)
 
 
 HarnessFactory = Callable[..., Awaitable[Harness]]

@@ -24,6 +24,7 @@ from tests.grpc_api.conftest import (
     error_code_of,
     service_token,
 )
+from tests.records import invocation_row
 
 CHAT = "waddlebot-chat-hello"
 CHAT_CLIENT = "chat-bot"
@@ -131,7 +132,7 @@ async def test_a_service_listed_in_allowed_services_is_recorded_as_that_service(
         pb.InvokeFunctionRequest(function_name=ECHO), metadata=bearer(service_token("scheduler"))
     )
 
-    assert (await harness.module.invocation_log.get(reply.invocation_id))["caller"] == "service:scheduler"
+    assert (await invocation_row(harness.module, reply.invocation_id))["caller"] == "service:scheduler"
 
 
 async def test_a_service_token_is_refused_when_allowed_services_is_empty(make_harness: HarnessFactory):

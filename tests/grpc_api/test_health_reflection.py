@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from grpc_api.interceptor import SERVICE_NAME
 from proto import lambda_action_pb2 as pb
+from services.invocation_log import InvocationStart, utc_now
 from tests.fake_lambda import FakeLambda
 from tests.grpc_api.conftest import ECHO, Harness, HarnessFactory, bearer
 
@@ -47,6 +48,55 @@ async def test_health_ignores_a_bad_token(harness: Harness):
     reply = await _health(harness).Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), metadata=bearer("bad"))
 
     assert reply.status == SERVING
+
+
+async def test_health_tells_the_journal_state_in_trailing_metadata(harness: Harness):
+    await harness.stub.InvokeFunction(pb.InvokeFunctionRequest(function_name=ECHO), metadata=harness.router)
+    assert await harness.module.invocation_log.flush(10)
+
+    call = _health(harness).Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+    reply = await call
+    trailing = dict(await call.trailing_metadata())
+
+    assert reply.status == SERVING
+    assert trailing["journal-unshipped-bytes"] == "0"
+    assert trailing["journal-full"] == "false"
+    assert trailing["database-ok"] == "true"
+    assert float(trailing["journal-lag-seconds"]) == 0.0
+
+
+async def test_a_full_journal_makes_lambda_action_not_serving(make_harness: HarnessFactory):
+    harness = await make_harness(LOG_SPOOL_MAX_BYTES=str(1024 * 1024))
+    await asyncio.to_thread(harness.module.database.close)
+    for number in range(3):
+        harness.module.invocation_log.record_start(
+            InvocationStart(
+                invocation_id=f"filler-{number}",
+                function_name=ECHO,
+                invocation_type="Event",
+                payload="x" * 400_000,
+                alias=None,
+                version=None,
+                caller="service:router_module",
+                transport="grpc",
+                invoked_at=utc_now(),
+            )
+        )
+
+    call = _health(harness).Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+    reply = await call
+    trailing = dict(await call.trailing_metadata())
+    overall = await _health(harness).Check(health_pb2.HealthCheckRequest(service=""))
+
+    assert reply.status == NOT_SERVING
+    assert trailing["journal-full"] == "true"
+    assert int(trailing["journal-unshipped-bytes"]) >= 1024 * 1024
+    # The process itself is alive; only the invocation service cannot take calls.
+    assert overall.status == SERVING
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await harness.stub.InvokeFunction(pb.InvokeFunctionRequest(function_name=ECHO), metadata=harness.router)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert dict(raised.value.trailing_metadata())["lambda-action-error-code"] == "JournalFull"
 
 
 async def test_health_of_an_unknown_service_is_not_found(harness: Harness):

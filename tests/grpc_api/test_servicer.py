@@ -15,6 +15,7 @@ from proto import lambda_action_pb2 as pb
 from proto import lambda_action_pb2_grpc as pb_grpc
 from tests.fake_lambda import ACCOUNT_ID, REGION, FakeLambda
 from tests.grpc_api.conftest import ECHO, FAILING, OUTSIDE, Harness, HarnessFactory, bearer, service_token
+from tests.records import invocation_row
 
 # -- InvokeFunction ---------------------------------------------------------------------------------------
 
@@ -44,7 +45,7 @@ async def test_request_response_returns_lambda_answer_and_records_it(
     assert request.headers["x-amz-invocation-type"] == "RequestResponse"
     assert "Qualifier" not in request.query
 
-    record = await harness.module.invocation_log.get(reply.invocation_id)
+    record = await invocation_row(harness.module, reply.invocation_id)
     assert record is not None
     assert record["transport"] == "grpc"
     assert record["caller"] == "service:router_module"
@@ -63,7 +64,7 @@ async def test_a_client_caller_is_recorded_with_its_label(harness: Harness):
 
     reply = await harness.stub.InvokeFunction(pb.InvokeFunctionRequest(function_name=ECHO), metadata=bearer(token))
 
-    record = await harness.module.invocation_log.get(reply.invocation_id)
+    record = await invocation_row(harness.module, reply.invocation_id)
     assert record["caller"] == "client:test-client"
     assert record["transport"] == "grpc"
 
@@ -80,7 +81,7 @@ async def test_event_invocation_is_accepted_with_status_202(harness: Harness, fa
     assert request.headers["x-amz-invocation-type"] == "Event"
     assert "x-amz-log-type" not in request.headers
     assert fake.functions[ECHO].queued_events == [{"n": 1}]
-    record = await harness.module.invocation_log.get(reply.invocation_id)
+    record = await invocation_row(harness.module, reply.invocation_id)
     assert (record["invocation_type"], record["status_code"], record["success"]) == ("Event", 202, True)
 
 
@@ -114,7 +115,7 @@ async def test_alias_or_version_reaches_lambda_as_the_qualifier(
     assert request.query["Qualifier"] == qualifier
     assert reply.executed_version == executed
     assert reply.success is True
-    record = await harness.module.invocation_log.get(reply.invocation_id)
+    record = await invocation_row(harness.module, reply.invocation_id)
     assert (record["alias"], record["version"]) == (fields.get("alias"), fields.get("version"))
     assert record["executed_version"] == executed
 
@@ -125,7 +126,7 @@ async def test_an_empty_payload_reaches_lambda_as_an_empty_object(harness: Harne
     [request] = fake.calls("Invoke", ECHO)
     assert request.body == b"{}"
     assert json.loads(reply.payload) == {}
-    assert (await harness.module.invocation_log.get(reply.invocation_id))["payload"] == "{}"
+    assert (await invocation_row(harness.module, reply.invocation_id))["payload"] == "{}"
 
 
 async def test_client_context_reaches_lambda_as_base64_json(harness: Harness, fake: FakeLambda):
@@ -153,7 +154,7 @@ async def test_a_function_arn_is_accepted_and_recorded_by_its_name(harness: Harn
 
     assert reply.success is True
     assert len(fake.calls("Invoke", ECHO)) == 1
-    assert (await harness.module.invocation_log.get(reply.invocation_id))["function_name"] == ECHO
+    assert (await invocation_row(harness.module, reply.invocation_id))["function_name"] == ECHO
 
 
 async def test_a_function_error_is_ok_with_success_false_and_the_error_payload(harness: Harness):
@@ -169,7 +170,7 @@ async def test_a_function_error_is_ok_with_success_false_and_the_error_payload(h
     assert "!boom" in error["errorMessage"]
     assert "[ERROR] ValueError" in reply.log_result
     assert reply.error == ""
-    record = await harness.module.invocation_log.get(reply.invocation_id)
+    record = await invocation_row(harness.module, reply.invocation_id)
     assert (record["success"], record["function_error"]) == (False, "Unhandled")
     assert "!boom" in record["error_message"]
 
@@ -204,7 +205,7 @@ async def test_invoke_async_queues_an_event_and_records_it(harness: Harness, fak
     assert reply.request_id == request.request_id
     assert request.headers["x-amz-invocation-type"] == "Event"
     assert fake.functions[ECHO].queued_events == [{"queued": True}]
-    record = await harness.module.invocation_log.get(reply.invocation_id)
+    record = await invocation_row(harness.module, reply.invocation_id)
     assert (record["invocation_type"], record["transport"], record["success"]) == ("Event", "grpc", True)
 
 

@@ -7,6 +7,7 @@ import pytest
 from app import Services, build_services, create_app
 from services.client_secrets import hash_secret
 from tests.conftest import SettingsFactory, issue_token
+from tests.records import invocation_rows
 
 PREFIXED = ["waddlebot-alpha", "waddlebot-apple", "waddlebot-beta"]
 OUTSIDE = ["other-fn", "waddlebo-near"]
@@ -105,12 +106,10 @@ async def test_a_client_with_patterns_is_forbidden_functions_outside_them(client
     refused = await client.post("/api/v1/invoke", json={"function_name": "waddlebot-beta"}, headers=narrow_headers)
     assert refused.status_code == 403
     assert (await refused.get_json())["code"] == "Forbidden"
-    records = await module.database.run(
-        lambda db: [
-            (row.function_name, row.caller, row.success, row.error_code)
-            for row in db(db.lambda_invocations).select(orderby=db.lambda_invocations.id)
-        ]
-    )
+    records = [
+        (row["function_name"], row["caller"], row["success"], row["error_code"])
+        for row in await invocation_rows(module)
+    ]
     assert records == [
         ("waddlebot-alpha", "client:narrow-client", True, None),
         ("waddlebot-beta", "client:narrow-client", False, "Forbidden"),

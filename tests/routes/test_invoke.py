@@ -10,6 +10,7 @@ import pytest
 
 from app import Services
 from tests.conftest import TEST_SECRET_KEY
+from tests.records import invocation_rows
 
 ECHO = "waddlebot-echo"
 ERROR_KEYS = {"success", "error", "code"}
@@ -23,11 +24,7 @@ def echo(create_function) -> str:
 
 
 async def _records(module: Services) -> list[dict]:
-    def select(db):
-        table = db.lambda_invocations
-        return [row.as_dict() for row in db(table).select(orderby=table.id)]
-
-    return await module.database.run(select)
+    return await invocation_rows(module)
 
 
 async def _error(response, status: int, code: str) -> dict:

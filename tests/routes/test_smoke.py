@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from app import Services
+from tests.records import invocation_row
 
 
-async def test_invoke_returns_the_function_result_and_records_it(client, auth_headers, create_function, module: Services):
+async def test_invoke_returns_the_function_result_and_records_it(
+    client, auth_headers, create_function, module: Services
+):
     create_function("waddlebot-echo")
     response = await client.post(
         "/api/v1/invoke",
@@ -16,7 +19,7 @@ async def test_invoke_returns_the_function_result_and_records_it(client, auth_he
     assert response.status_code == 200, body
     assert body["success"] is True
     assert body["payload"] == {"command": "!help"}
-    record = await module.invocation_log.get(body["invocation_id"])
+    record = await invocation_row(module, body["invocation_id"])
     assert record["function_name"] == "waddlebot-echo"
     assert record["success"] is True
     assert record["caller"] == "client:test-client"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from app import Services, build_services
 from services.domain import Caller, FunctionInfo, InvokeRequest, InvokeResult
 from services.errors import (
     ConcurrencyLimitReached,
+    DeadlineExceeded,
     Forbidden,
     FunctionNotFound,
     InvalidRequest,
@@ -34,6 +36,7 @@ from services.lambda_service import (
     encode_client_context,
 )
 from tests.fake_lambda import ACCOUNT_ID, REGION, FakeLambda, Reply, closed_port_url
+from tests.records import invocation_row, invocation_rows
 
 CLIENT = Caller(kind="client", name="test-client")
 ROUTER = Caller(kind="service", name="router_module")
@@ -87,9 +90,7 @@ async def invoke(
 
 async def records_of(module: Services, function_name: str) -> list[dict]:
     """Every invocation record of one function, for failures whose invocation id the caller never sees."""
-    return await module.database.run(
-        lambda db: db(db.lambda_invocations.function_name == function_name).select().as_list()
-    )
+    return await invocation_rows(module, function_name)
 
 
 # -- invoking ---------------------------------------------------------------------------------------------
@@ -116,7 +117,7 @@ async def test_request_response_returns_lambda_answer_and_records_it(make_module
     assert request.headers["x-amz-log-type"] == "Tail"
     assert "Qualifier" not in request.query
 
-    record = await module.invocation_log.get(result.invocation_id)
+    record = await invocation_row(module, result.invocation_id)
     assert record is not None
     assert record["function_name"] == ECHO
     assert record["invocation_type"] == "RequestResponse"
@@ -150,7 +151,7 @@ async def test_function_error_is_a_failed_result_not_an_exception(make_module, f
     assert "[ERROR] ValueError: unknown command !frobnicate" in (result.log_result or "")
     # A function's own error proves it ran: retrying would run it again.
     assert len(fake.calls("Invoke", ECHO)) == 1
-    record = await module.invocation_log.get(result.invocation_id)
+    record = await invocation_row(module, result.invocation_id)
     assert record is not None
     assert record["success"] is False
     assert record["function_error"] == "Unhandled"
@@ -215,7 +216,7 @@ async def test_function_arn_is_accepted_and_recorded_by_name(module: Services, f
 
     assert result.success is True
     assert fake.calls("Invoke", ECHO)
-    assert (await module.invocation_log.get(result.invocation_id))["function_name"] == ECHO
+    assert (await invocation_row(module, result.invocation_id))["function_name"] == ECHO
 
 
 async def test_client_context_reaches_lambda(service: LambdaService, fake: FakeLambda):
@@ -677,3 +678,14 @@ async def test_listing_and_describing_give_up_after_the_control_plane_timeout(mo
         await service.close()
     assert len(fake.calls("ListFunctions")) == 1
     assert len(fake.calls("GetFunctionConfiguration")) == 1
+
+
+async def test_no_attempt_is_sent_once_the_callers_deadline_has_passed(module: Services, fake: FakeLambda):
+    request = InvokeRequest(function_name=ECHO, payload=b"{}")
+
+    with pytest.raises(DeadlineExceeded, match="deadline passed before waddlebot-echo was invoked"):
+        await module.service.invoke(request, ROUTER, "grpc", deadline=time.monotonic() - 0.001)
+
+    assert fake.calls("Invoke") == []
+    [record] = await records_of(module, ECHO)
+    assert (record["success"], record["error_code"], record["transport"]) == (False, "DeadlineExceeded", "grpc")

@@ -1,0 +1,261 @@
+"""The shipper: copies journal entries to `lambda_invocations` in batches, idempotently, and trims what it shipped.
+
+A batch is one transaction. An invocation's start and outcome that arrive together become one row; an entry
+replayed after a crash finds its row already there and changes nothing that is recorded. While the database is
+away the journal grows and the shipper retries with a growing pause; when it answers, the backlog drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydal import DAL
+
+from services.database import Database
+from services.errors import DatabaseUnavailable
+from services.journal import Entry, Journal
+
+logger = logging.getLogger(__name__)
+
+# Under normal conditions a record reaches the table within this long after its entry is written.
+SHIP_INTERVAL_SECONDS = 0.2
+BATCH_ENTRIES = 500
+_MAX_PAUSE_SECONDS = 5.0
+_STOP_WAIT_SECONDS = 5.0
+# Entries the database refuses outright (not an outage) are kept here for an operator, and not retried.
+REJECTED_FILE = "rejected.jsonl"
+
+START_FIELDS = (
+    "invocation_id",
+    "function_name",
+    "invocation_type",
+    "payload",
+    "alias",
+    "version",
+    "caller",
+    "transport",
+    "invoked_at",
+)
+OUTCOME_FIELDS = (
+    "success",
+    "completed_at",
+    "duration_ms",
+    "status_code",
+    "response_payload",
+    "function_error",
+    "executed_version",
+    "request_id",
+    "error_message",
+    "error_code",
+)
+_DATETIME_FIELDS = ("invoked_at", "completed_at")
+
+
+class Shipper:
+    """Runs in the background of one process; `flush()` ships everything written so far."""
+
+    def __init__(self, journal: Journal, database: Database, *, interval: float = SHIP_INTERVAL_SECONDS) -> None:
+        self._journal = journal
+        self._database = database
+        self._interval = interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._lock = asyncio.Lock()
+        self.database_ok = True
+        self.last_error: str | None = None
+        self.shipped_entries = 0
+
+    def start(self) -> None:
+        """Begin shipping in the background."""
+        self._task = asyncio.ensure_future(self._run())
+
+    def wake(self) -> None:
+        """Ship soon (new entries were written)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop the background loop (what is not shipped stays in the journal)."""
+        # A flag as well as the cancel: asyncio.wait_for in Python 3.11 can swallow a cancellation that
+        # arrives as its wait ends, and the loop must not go on after that.
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            # A batch being written is let finish (cancelling the wait would not stop its thread, and the same
+            # batch would be offered again); one stuck on an unreachable database is abandoned.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), _STOP_WAIT_SECONDS)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def flush(self, within_seconds: float) -> bool:
+        """Ship until the journal holds nothing unshipped; False when `within_seconds` pass first."""
+        deadline = time.monotonic() + within_seconds
+        while self._journal.unshipped_bytes() > 0:
+            if time.monotonic() >= deadline:
+                return False
+            try:
+                await asyncio.wait_for(self.ship_once(), max(0.01, deadline - time.monotonic()))
+            except (TimeoutError, DatabaseUnavailable):
+                await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return True
+
+    async def ship_once(self) -> int:
+        """Ship one batch; how many entries it held (0: nothing to ship). DatabaseUnavailable on an outage."""
+        async with self._lock:
+            entries, problems = await asyncio.to_thread(self._journal.read_unshipped, BATCH_ENTRIES)
+            for problem in problems:
+                logger.error("invocation journal: %s", problem)
+            if not entries:
+                return 0
+            rejected = await self._write([entry for _, _, entry in entries])
+            if rejected:
+                await asyncio.to_thread(_keep_rejected, self._journal.spool_dir, rejected)
+            self._journal.mark_shipped(entries)
+            self.shipped_entries += len(entries)
+            return len(entries)
+
+    async def _write(self, entries: list[Entry]) -> list[tuple[Entry, str]]:
+        try:
+            await self._database.run(functools.partial(write_batch, entries=entries))
+            return []
+        except DatabaseUnavailable:
+            raise
+        except Exception as error:
+            # Not an outage: something in the batch is refused. Write entries one by one, so that one bad entry
+            # cannot hold back the others (nor the journal) for ever.
+            logger.error(
+                "the database refused a batch of %d journal entries (%s); writing one by one", len(entries), error
+            )
+        rejected: list[tuple[Entry, str]] = []
+        for entry in entries:
+            try:
+                await self._database.run(functools.partial(write_batch, entries=[entry]))
+            except DatabaseUnavailable:
+                raise
+            except Exception as error:
+                logger.error(
+                    "journal entry of invocation %s refused by the database: %s", entry.get("invocation_id"), error
+                )
+                rejected.append((entry, str(error)))
+        return rejected
+
+    async def _run(self) -> None:
+        pause = self._interval
+        while not self._stopping:
+            try:
+                shipped = await self.ship_once()
+            except Exception as error:
+                if self.database_ok:
+                    logger.warning(
+                        "the database does not take invocation records (%s); they wait in the journal", error
+                    )
+                self.database_ok = False
+                self.last_error = str(error)
+                pause = min(_MAX_PAUSE_SECONDS, max(pause * 2, self._interval))
+            else:
+                if not self.database_ok:
+                    logger.info("the database takes invocation records again; shipping the journal's backlog")
+                self.database_ok = True
+                self.last_error = None
+                pause = self._interval
+                if shipped:
+                    # More may be waiting: keep going, but let the loop breathe between batches.
+                    await asyncio.sleep(0)
+                    continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), pause)
+            if self.database_ok:
+                # Gather what finishes in the next moments into the same batch.
+                await asyncio.sleep(self._interval / 4)
+
+
+def write_batch(db: DAL, entries: Iterable[Entry]) -> None:
+    """Write journal entries to `lambda_invocations` in the caller's transaction; a replay changes nothing."""
+    rows: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        invocation_id = entry.get("invocation_id")
+        if not isinstance(invocation_id, str):
+            continue
+        row = rows.setdefault(invocation_id, {})
+        fields = START_FIELDS if entry.get("kind") == "start" else OUTCOME_FIELDS
+        for name in fields:
+            if name in entry:
+                row[name] = entry[name]
+        if entry.get("kind") == "start":
+            row["_started"] = True
+    if not rows:
+        return
+    table = db.lambda_invocations
+    for row in rows.values():
+        for name, value in row.items():
+            if not name.startswith("_"):
+                row[name] = _storable(name, value, table[name].length if table[name].type == "string" else None)
+    new_rows = []
+    for invocation_id, row in rows.items():
+        if row.pop("_started", False):
+            new_rows.append(row)
+            continue
+        # An outcome whose start went in an earlier batch.
+        outcome = {name: row[name] for name in OUTCOME_FIELDS if name in row}
+        if outcome and not db(table.invocation_id == invocation_id).update(**outcome):
+            logger.error("the outcome of invocation %s has no start to complete; dropped", invocation_id)
+    if new_rows:
+        _upsert_rows(db, new_rows)
+
+
+def _upsert_rows(db: DAL, rows: list[dict[str, Any]]) -> None:
+    """One multi-row INSERT, values represented by PyDAL's adapter as its own insert does; a row already there
+    (a replay) only gets the outcome columns it lacks. PostgreSQL and SQLite both speak ON CONFLICT."""
+    table = db.lambda_invocations
+    adapter = db._adapter
+    columns = [*START_FIELDS, *OUTCOME_FIELDS]
+    values = ",".join(
+        "(" + ",".join(adapter.represent(row.get(name), table[name].type) for name in columns) + ")" for row in rows
+    )
+    names = ",".join(table[name]._rname for name in columns)
+    keep_known = ",".join(
+        f"{table[name]._rname} = COALESCE({table._rname}.{table[name]._rname}, excluded.{table[name]._rname})"
+        for name in OUTCOME_FIELDS
+    )
+    db.executesql(
+        f"INSERT INTO {table._rname} ({names}) VALUES {values} "
+        f"ON CONFLICT ({table.invocation_id._rname}) DO UPDATE SET {keep_known};"
+    )
+
+
+def _storable(name: str, value: Any, length: int | None) -> Any:
+    """A value as the database can hold it: datetimes parsed, text without what PostgreSQL refuses, within length."""
+    if value is None:
+        return None
+    if name in _DATETIME_FIELDS:
+        return datetime.fromisoformat(value)
+    if isinstance(value, str):
+        if length is not None and len(value) > length:
+            value = value[: length - 1] + "\u2026"
+        # PostgreSQL's text cannot hold NUL nor a lone surrogate: replace them, visibly.
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def _keep_rejected(spool_dir: Path, rejected: list[tuple[Entry, str]]) -> None:
+    with open(spool_dir / REJECTED_FILE, "a", encoding="utf-8") as file:
+        for entry, reason in rejected:
+            file.write(json.dumps({"reason": reason, "entry": entry}) + "\n")
