@@ -98,7 +98,7 @@ class Database:
                 db.rollback()
             except Exception:
                 logger.debug("rollback failed", exc_info=True)
-            if _is_connection_error(exc):
+            if is_connection_error(exc):
                 raise DatabaseUnavailable(f"the database did not answer: {exc}") from exc
             raise
 
@@ -143,7 +143,7 @@ def _close_quietly(db: DAL) -> None:
         logger.debug("closing a database connection failed", exc_info=True)
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+def is_connection_error(exc: BaseException) -> bool:
     """True for errors that mean the connection is unusable rather than the statement wrong."""
     names = {type(exc).__name__ for exc in _chain(exc)}
     return bool(names & {"OperationalError", "InterfaceError", "DatabaseUnavailable"})

@@ -108,8 +108,6 @@ class InvocationLog:
                 await self._database.run(functools.partial(write_batch, entries=whole))
             except Exception as direct_error:
                 logger.critical("the outcome of invocation %s is lost: %s", record.invocation_id, direct_error)
-                return
-        self._shipper.wake()
 
     async def record_whole(self, record: InvocationStart, outcome: InvocationOutcome) -> None:
         """Journal an invocation that never reached Lambda (refused), start and outcome at once."""

@@ -96,6 +96,9 @@ def botocore_config(settings: Settings) -> Config:
         max_pool_connections=settings.max_concurrent_requests + CONTROL_PLANE_THREADS,
         tcp_keepalive=True,
         user_agent_extra=f"{MODULE_NAME}/{MODULE_VERSION}",
+        # The module checks every parameter it sends itself (names, qualifiers, payload sizes); botocore's
+        # second check of each request is work on every call's path.
+        parameter_validation=False,
     )
 
 

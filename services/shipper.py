@@ -20,9 +20,9 @@ from typing import Any
 
 from pydal import DAL
 
-from services.database import Database
+from services.database import Database, is_connection_error
 from services.errors import DatabaseUnavailable
-from services.journal import Entry, Journal
+from services.journal import Entry, Journal, Segment
 
 logger = logging.getLogger(__name__)
 
@@ -114,30 +114,38 @@ class Shipper:
     async def ship_once(self) -> int:
         """Ship one batch; how many entries it held (0: nothing to ship). DatabaseUnavailable on an outage."""
         async with self._lock:
-            entries, problems = await asyncio.to_thread(self._journal.read_unshipped, BATCH_ENTRIES)
+            if self._journal.unshipped_bytes() == 0:
+                return 0
+            try:
+                # Read and write in one trip to a database thread: one hand-off per batch.
+                entries, problems = await self._database.run(self._read_and_write)
+                rejected: list[tuple[Entry, str]] = []
+            except _BatchRefused as refused:
+                entries, problems = refused.entries, refused.problems
+                logger.error(
+                    "the database refused a batch of %d entries (%s); writing one by one", len(entries), refused.reason
+                )
+                rejected = await self._write_one_by_one([entry for _, _, entry in entries])
             for problem in problems:
                 logger.error("invocation journal: %s", problem)
-            if not entries:
-                return 0
-            rejected = await self._write([entry for _, _, entry in entries])
             if rejected:
                 await asyncio.to_thread(_keep_rejected, self._journal.spool_dir, rejected)
             self._journal.mark_shipped(entries)
             self.shipped_entries += len(entries)
             return len(entries)
 
-    async def _write(self, entries: list[Entry]) -> list[tuple[Entry, str]]:
+    def _read_and_write(self, db: DAL) -> tuple[list[tuple[Segment, int, Entry]], list[str]]:
+        entries, problems = self._journal.read_unshipped(BATCH_ENTRIES)
         try:
-            await self._database.run(functools.partial(write_batch, entries=entries))
-            return []
-        except DatabaseUnavailable:
-            raise
+            write_batch(db, [entry for _, _, entry in entries])
         except Exception as error:
-            # Not an outage: something in the batch is refused. Write entries one by one, so that one bad entry
-            # cannot hold back the others (nor the journal) for ever.
-            logger.error(
-                "the database refused a batch of %d journal entries (%s); writing one by one", len(entries), error
-            )
+            if is_connection_error(error):
+                raise
+            raise _BatchRefused(entries, problems, str(error)) from error
+        return entries, problems
+
+    async def _write_one_by_one(self, entries: list[Entry]) -> list[tuple[Entry, str]]:
+        """Each entry on its own, so that one the database refuses cannot hold back the others for ever."""
         rejected: list[tuple[Entry, str]] = []
         for entry in entries:
             try:
@@ -145,9 +153,7 @@ class Shipper:
             except DatabaseUnavailable:
                 raise
             except Exception as error:
-                logger.error(
-                    "journal entry of invocation %s refused by the database: %s", entry.get("invocation_id"), error
-                )
+                logger.error("the database refused the entry of %s: %s", entry.get("invocation_id"), error)
                 rejected.append((entry, str(error)))
         return rejected
 
@@ -158,9 +164,7 @@ class Shipper:
                 shipped = await self.ship_once()
             except Exception as error:
                 if self.database_ok:
-                    logger.warning(
-                        "the database does not take invocation records (%s); they wait in the journal", error
-                    )
+                    logger.warning("the database does not take records (%s); they wait in the journal", error)
                 self.database_ok = False
                 self.last_error = str(error)
                 pause = min(_MAX_PAUSE_SECONDS, max(pause * 2, self._interval))
@@ -170,16 +174,24 @@ class Shipper:
                 self.database_ok = True
                 self.last_error = None
                 pause = self._interval
-                if shipped:
-                    # More may be waiting: keep going, but let the loop breathe between batches.
+                if shipped >= BATCH_ENTRIES:
+                    # A backlog: keep going, letting the loop breathe between batches.
                     await asyncio.sleep(0)
                     continue
+            # Entries written meanwhile go in the next batch: one transaction for many invocations.
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), pause)
-            if self.database_ok:
-                # Gather what finishes in the next moments into the same batch.
-                await asyncio.sleep(self._interval / 4)
+
+
+class _BatchRefused(Exception):
+    """The database refused a batch for what is in it (not an outage)."""
+
+    def __init__(self, entries: list[tuple[Segment, int, Entry]], problems: list[str], reason: str) -> None:
+        super().__init__(reason)
+        self.entries = entries
+        self.problems = problems
+        self.reason = reason
 
 
 def write_batch(db: DAL, entries: Iterable[Entry]) -> None:
