@@ -229,23 +229,39 @@ def write_batch(db: DAL, entries: Iterable[Entry]) -> None:
 
 
 def _upsert_rows(db: DAL, rows: list[dict[str, Any]]) -> None:
-    """One multi-row INSERT, values represented by PyDAL's adapter as its own insert does; a row already there
-    (a replay) only gets the outcome columns it lacks. PostgreSQL and SQLite both speak ON CONFLICT."""
+    """One multi-row INSERT with the values bound by the driver; a row already there (a replay) only gets the outcome
+    columns it lacks. PostgreSQL and SQLite both speak ON CONFLICT.
+
+    Values are stored as PyDAL stores them (SQLite: booleans as 'T'/'F', datetimes as text to the second), so PyDAL
+    reads these rows as its own.
+    """
     table = db.lambda_invocations
-    adapter = db._adapter
+    sqlite = db._adapter.dbengine == "sqlite"
+    marker = "?" if sqlite else "%s"
     columns = [*START_FIELDS, *OUTCOME_FIELDS]
-    values = ",".join(
-        "(" + ",".join(adapter.represent(row.get(name), table[name].type) for name in columns) + ")" for row in rows
-    )
+    row_markers = "(" + ",".join([marker] * len(columns)) + ")"
+    values: list[Any] = []
+    for row in rows:
+        values.extend(_as_stored(row.get(name), sqlite) for name in columns)
     names = ",".join(table[name]._rname for name in columns)
     keep_known = ",".join(
         f"{table[name]._rname} = COALESCE({table._rname}.{table[name]._rname}, excluded.{table[name]._rname})"
         for name in OUTCOME_FIELDS
     )
     db.executesql(
-        f"INSERT INTO {table._rname} ({names}) VALUES {values} "
-        f"ON CONFLICT ({table.invocation_id._rname}) DO UPDATE SET {keep_known};"
+        f"INSERT INTO {table._rname} ({names}) VALUES {','.join([row_markers] * len(rows))} "
+        f"ON CONFLICT ({table.invocation_id._rname}) DO UPDATE SET {keep_known};",
+        placeholders=values,
     )
+
+
+def _as_stored(value: Any, sqlite: bool) -> Any:
+    if isinstance(value, datetime):
+        value = value.replace(microsecond=0)
+        return value.isoformat(sep=" ") if sqlite else value
+    if sqlite and isinstance(value, bool):
+        return "T" if value else "F"
+    return value
 
 
 def _storable(name: str, value: Any, length: int | None) -> Any:
