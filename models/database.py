@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 # pg_advisory_xact_lock key that serialises schema creation across processes sharing one PostgreSQL.
 _SCHEMA_LOCK_KEY = 0x1A4DA_AC7
 _CONNECT_TIMEOUT_SECONDS = 5
+_UNANSWERED_TIMEOUT_MS = 10_000
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
@@ -39,6 +40,13 @@ def connect(url: str) -> DAL:
     else:
         driver_args["connect_timeout"] = _CONNECT_TIMEOUT_SECONDS
         driver_args["application_name"] = "lambda-action"
+        # A server that stops answering (a network partition swallows the packets) fails the statement in
+        # seconds instead of TCP's quarter of an hour: the shipper retries and nothing waits behind it.
+        driver_args["keepalives"] = 1
+        driver_args["keepalives_idle"] = 5
+        driver_args["keepalives_interval"] = 2
+        driver_args["keepalives_count"] = 3
+        driver_args["tcp_user_timeout"] = _UNANSWERED_TIMEOUT_MS
     # Tables are created by create_schema (IF NOT EXISTS, under a lock), never by PyDAL's file-based migrations,
     # which keep state in a local folder that replicas do not share.
     db = DAL(

@@ -15,7 +15,7 @@ from services import audit
 from services.api_clients import ApiClient, ClientStore
 from services.client_secrets import hash_secret, new_secret, verify_secret
 from services.domain import Caller
-from services.errors import Unauthenticated
+from services.errors import DatabaseUnavailable, Unauthenticated
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,10 @@ _ALGORITHM = "HS256"
 _BAD_CREDENTIALS = "invalid client_id or client_secret"
 # How long a client's active flag and patterns are trusted before the database is asked again.
 _CLIENT_CACHE_SECONDS = 10.0
+# How long a call waits for the database to check a client this process has not seen yet.
+_CLIENT_LOOKUP_SECONDS = 3.0
+# After a failed re-read, how long the known entry is used before trying again.
+_CLIENT_RETRY_SECONDS = 1.0
 # How many (token, source) pairs are remembered so that only a token's first use is an audit line.
 _SEEN_TOKENS_KEPT = 10_000
 _VERIFIED_TOKENS_KEPT = 10_000
@@ -60,6 +64,8 @@ class Authenticator:
         self._clients = clients
         self._client_cache: dict[str, tuple[float, ApiClient | None]] = {}
         self._seen_tokens: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._refreshing: set[str] = set()
+        self._refresh_tasks: set[asyncio.Task[None]] = set()
         # Tokens whose signature was checked, with their expiry and claims.
         self._verified: OrderedDict[str, tuple[float, dict]] = OrderedDict()
 
@@ -142,10 +148,45 @@ class Authenticator:
         audit.authentication(principal, source, ok=True, reason="bearer token accepted")
 
     async def _cached_client(self, client_id: str) -> ApiClient | None:
+        """The client as last read, re-read at most every few seconds.
+
+        Past its freshness an entry is still used while a re-read runs in the background: a database that is
+        away or slow must not stall calls from clients already known (it cannot disable them meanwhile anyway).
+        Only a client never seen by this process waits for the database, and not for long.
+        """
         now = time.monotonic()
         cached = self._client_cache.get(client_id)
-        if cached and cached[0] > now:
+        if cached is not None:
+            if cached[0] <= now:
+                self._refresh_in_background(client_id)
             return cached[1]
-        client = await self._clients.get(client_id)
+        try:
+            client = await asyncio.wait_for(self._clients.get(client_id), _CLIENT_LOOKUP_SECONDS)
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                f"the database did not answer within {_CLIENT_LOOKUP_SECONDS:g} s to check this client; retry shortly"
+            ) from None
         self._client_cache[client_id] = (now + _CLIENT_CACHE_SECONDS, client)
         return client
+
+    def _refresh_in_background(self, client_id: str) -> None:
+        if client_id in self._refreshing:
+            return
+        self._refreshing.add(client_id)
+        task = asyncio.ensure_future(self._refresh(client_id))
+        self._refresh_tasks.add(task)
+        task.add_done_callback(self._refresh_tasks.discard)
+
+    async def _refresh(self, client_id: str) -> None:
+        try:
+            client = await asyncio.wait_for(self._clients.get(client_id), _CLIENT_CACHE_SECONDS)
+        except Exception as error:
+            # Keep what is known, and try again a little later rather than on every call.
+            logger.warning("could not re-read client %s (%s); using what is known", client_id, error)
+            known = self._client_cache.get(client_id)
+            if known is not None:
+                self._client_cache[client_id] = (time.monotonic() + _CLIENT_RETRY_SECONDS, known[1])
+        else:
+            self._client_cache[client_id] = (time.monotonic() + _CLIENT_CACHE_SECONDS, client)
+        finally:
+            self._refreshing.discard(client_id)
