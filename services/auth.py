@@ -57,7 +57,10 @@ class IssuedToken:
 class Authenticator:
     """Issues tokens to API clients and turns bearer tokens into Callers."""
 
-    def __init__(self, settings: Settings, clients: ClientStore) -> None:
+    def __init__(
+        self, settings: Settings, clients: ClientStore, *, client_fresh_seconds: float = _CLIENT_CACHE_SECONDS
+    ) -> None:
+        self._client_fresh_seconds = client_fresh_seconds
         self._key = settings.module_secret_key
         self._expiration = settings.jwt_expiration_seconds
         self._allowed_services = frozenset(settings.allowed_services)
@@ -166,7 +169,7 @@ class Authenticator:
             raise DatabaseUnavailable(
                 f"the database did not answer within {_CLIENT_LOOKUP_SECONDS:g} s to check this client; retry shortly"
             ) from None
-        self._client_cache[client_id] = (now + _CLIENT_CACHE_SECONDS, client)
+        self._client_cache[client_id] = (now + self._client_fresh_seconds, client)
         return client
 
     def _refresh_in_background(self, client_id: str) -> None:
@@ -187,6 +190,6 @@ class Authenticator:
             if known is not None:
                 self._client_cache[client_id] = (time.monotonic() + _CLIENT_RETRY_SECONDS, known[1])
         else:
-            self._client_cache[client_id] = (time.monotonic() + _CLIENT_CACHE_SECONDS, client)
+            self._client_cache[client_id] = (time.monotonic() + self._client_fresh_seconds, client)
         finally:
             self._refreshing.discard(client_id)

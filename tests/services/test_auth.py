@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -14,7 +15,7 @@ from services.auth import Authenticator
 from services.client_secrets import hash_secret, new_secret, verify_secret
 from services.database import Database
 from services.domain import Caller
-from services.errors import Unauthenticated
+from services.errors import DatabaseUnavailable, Unauthenticated
 from tests.conftest import TEST_SECRET_KEY, SettingsFactory
 
 SECRET = "a-client-secret-of-some-length"
@@ -27,10 +28,15 @@ def settings(make_settings: SettingsFactory, database_url: str) -> Settings:
 
 
 @pytest.fixture
-def store(settings: Settings) -> Iterator[ClientStore]:
-    database = Database(settings.database_url, 2)
-    yield ClientStore(database)
-    database.close()
+def database(settings: Settings) -> Iterator[Database]:
+    opened = Database(settings.database_url, 2)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def store(database: Database) -> ClientStore:
+    return ClientStore(database)
 
 
 @pytest.fixture
@@ -198,3 +204,33 @@ async def test_allowed_services_come_from_the_settings(make_settings: SettingsFa
     assert caller == Caller(kind="service", name="scheduler")
     with pytest.raises(Unauthenticated):
         await authenticator.authenticate(_encode(_fresh_claims(service="router_module")), "10.0.0.5")
+
+
+async def test_a_verified_token_stops_working_when_it_expires(authenticator: Authenticator):
+    claims = {"iat": int(time.time()), "exp": int(time.time()) + 1, "sub": "bot-client"}
+    token = _encode(claims)
+    assert (await authenticator.authenticate(token, "127.0.0.1")).name == "bot-client"
+
+    # Trusted from memory on the second use, but never past its expiry.
+    await asyncio.sleep(2.1)
+    with pytest.raises(Unauthenticated, match="token expired"):
+        await authenticator.authenticate(token, "127.0.0.1")
+
+
+async def test_a_known_client_is_served_while_the_database_is_away_and_an_unknown_one_is_refused_clearly(
+    settings: Settings, store: ClientStore, database: Database
+):
+    await store.save("bot-client", hash_secret(SECRET), ("waddlebot-a*",))
+    authenticator = Authenticator(settings, store, client_fresh_seconds=0.05)
+    token = _encode(_fresh_claims(sub="bot-client"))
+    assert (await authenticator.authenticate(token, "127.0.0.1")).name == "bot-client"
+    database.close()
+    await asyncio.sleep(0.1)
+
+    # Past its freshness, the entry is re-read in the background; the call does not wait for the database.
+    caller = await authenticator.authenticate(token, "127.0.0.1")
+
+    assert caller.name == "bot-client"
+    stranger = _encode(_fresh_claims(sub="never-seen-client"))
+    with pytest.raises(DatabaseUnavailable):
+        await authenticator.authenticate(stranger, "127.0.0.1")
