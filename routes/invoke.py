@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pydantic import ValidationError
-from quart import Blueprint, ResponseReturnValue
+from quart import Blueprint
 from quart_schema import document_response, security_scheme_blueprint, validate_request
 
 from routes.context import app_services, authenticate_request, current_caller
@@ -34,7 +34,7 @@ _HTTP_STATUS_BY_TYPE = {"RequestResponse": 200, "Event": 202, "DryRun": 200}
 @validate_request(InvokeBody)
 @document_response(InvokeReply, 200)
 @document_response(InvokeReply, 202)
-async def invoke(data: InvokeBody) -> ResponseReturnValue:
+async def invoke(data: InvokeBody) -> tuple[InvokeReply, int]:
     """Invoke a function; a function's own error answers 200 with success false and function_error."""
     result = await app_services().service.invoke(data.to_domain(), current_caller(), "rest")
     return invoke_reply(result), _HTTP_STATUS_BY_TYPE[result.invocation_type]
@@ -43,7 +43,7 @@ async def invoke(data: InvokeBody) -> ResponseReturnValue:
 @blueprint.post("/api/v1/invoke-async")
 @validate_request(InvokeAsyncBody)
 @document_response(InvokeAsyncReply, 202)
-async def invoke_async(data: InvokeAsyncBody) -> ResponseReturnValue:
+async def invoke_async(data: InvokeAsyncBody) -> tuple[InvokeAsyncReply, int]:
     """Queue an Event invocation and answer with Lambda's request id."""
     result = await app_services().service.invoke_async(
         data.function_name,
@@ -64,7 +64,7 @@ async def invoke_async(data: InvokeAsyncBody) -> ResponseReturnValue:
 @blueprint.post("/api/v1/batch")
 @validate_request(BatchBody)
 @document_response(BatchReply, 200)
-async def batch(data: BatchBody) -> ResponseReturnValue:
+async def batch(data: BatchBody) -> BatchReply:
     """Invoke many functions; one result per item, in order, each with its own success or error."""
     items = [_parse_item(index, item) for index, item in enumerate(data.invocations)]
     outcomes = await app_services().service.batch_invoke(items, current_caller(), "rest")

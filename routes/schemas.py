@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from routes.errors import error_body, http_status_for
+from routes.errors import http_status_for
 from services.domain import FunctionInfo, FunctionPage, InvokeRequest, InvokeResult
 from services.errors import ServiceError
 from services.lambda_service import encode_client_context
@@ -175,7 +175,7 @@ def invoke_reply(result: InvokeResult) -> InvokeReply:
 
 def batch_item_error(error: ServiceError) -> BatchItemError:
     """The reply for a batch item that failed on its own."""
-    return BatchItemError(**error_body(error), status_code=http_status_for(error))
+    return BatchItemError(success=False, error=error.message, code=error.code, status_code=http_status_for(error))
 
 
 def function_config(info: FunctionInfo) -> FunctionConfig:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, ResponseReturnValue
+from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
 from routes.context import app_services, source_address
@@ -14,7 +14,7 @@ blueprint = Blueprint("token", __name__)
 @blueprint.post("/api/v1/token")
 @validate_request(TokenBody)
 @validate_response(TokenReply, 200)
-async def issue_token(data: TokenBody) -> ResponseReturnValue:
+async def issue_token(data: TokenBody) -> TokenReply:
     """Exchange a client's id and secret for a JWT."""
     issued = await app_services().authenticator.issue_token(data.client_id, data.client_secret, source_address())
     return TokenReply(token=issued.token, expires_in=issued.expires_in, token_type=issued.token_type)
