@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -66,6 +67,10 @@ class RunningModule:
     def grpc_invokers(self) -> set[int]:
         """The pids that audited a gRPC invocation."""
         return {int(pid) for pid in re.findall(r"\[(\d+)\] lambda_action\.audit: INVOKE .*transport=grpc", self.text())}
+
+    def serving_pids(self) -> set[int]:
+        """The pids that logged they serve both APIs (each worker, or the only process)."""
+        return {int(pid) for pid in re.findall(r"\[(\d+)\] serving: \S+ \S+ serving: REST on", self.text())}
 
     def runtime_pids(self) -> list[tuple[int, int]]:
         """(starting process, runtime) pids of each embedded runtime started, in order."""
@@ -142,7 +147,13 @@ def start_module(tmp_path: Path, fake: FakeLambda) -> Iterator:
         module = RunningModule(process, rest_port, grpc_port, database, output)
         started.append(module)
         deadline = time.monotonic() + START_TIMEOUT
-        while not (_rest_health(module.rest_url) == 200 and _grpc_serving(module.grpc_target)):
+        # Ready means every process serves: with WORKERS, a call must be able to reach any of them.
+        processes = int(environment.get("WORKERS", "1"))
+        while not (
+            len(module.serving_pids()) >= processes
+            and _rest_health(module.rest_url) == 200
+            and _grpc_serving(module.grpc_target)
+        ):
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 process.wait()
@@ -152,9 +163,29 @@ def start_module(tmp_path: Path, fake: FakeLambda) -> Iterator:
 
     yield start
     for module in started:
+        # Whatever the test left running (a failed test may leave workers or a runtime): nothing outlives it.
+        leftovers = _descendants(module.process.pid)
         if module.process.poll() is None:
             module.process.kill()
             module.process.wait()
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, children first found first."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            children = _children(current)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found.extend(children)
+        pending.extend(children)
+    return found
 
 
 def _invocation_rows(database: Path) -> list[tuple]:
@@ -287,6 +318,37 @@ def test_workers_share_one_embedded_runtime_started_by_the_parent(start_module):
 
 def _children(pid: int) -> set[int]:
     return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def _wait_gone(pids: set[int], seconds: float) -> set[int]:
+    """The pids still running after up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        for pid in list(alive):
+            try:
+                os.kill(pid, 0)
+                # A zombie (ended, not yet reaped by init) has ended too.
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    alive.discard(pid)
+            except (ProcessLookupError, FileNotFoundError):
+                alive.discard(pid)
+        time.sleep(0.1)
+    return alive
+
+
+def test_workers_end_when_their_parent_is_killed(start_module, fake: FakeLambda):
+    fake.add_function("waddlebot-echo")
+    module = start_module(WORKERS="2")
+    workers = _children(module.process.pid)
+    assert len(workers) == 2
+
+    module.process.kill()
+    module.process.wait()
+
+    # No worker serves on without its parent: each notices the closed pipe and stops by itself.
+    assert _wait_gone(workers, 15) == set(), module.text()
+    assert "the parent process is gone; stopping" in module.text()
 
 
 def test_the_parent_replaces_a_worker_that_dies(start_module, fake: FakeLambda):
