@@ -241,12 +241,12 @@ class FunctionRegistry:
             else:
                 self._slow_latest_snapshots.pop(version.code_dir, None)
             return snapshot
-        snapshot = self._published_snapshots.get(version.code_dir)
-        if snapshot is None:
-            snapshot = self._published_snapshots[version.code_dir] = _scan_code(
+        published = self._published_snapshots.get(version.code_dir)
+        if published is None:
+            published = self._published_snapshots[version.code_dir] = _scan_code(
                 version.code_dir, version.excluded, self.root
             )
-        return snapshot
+        return published
 
     def code_sha256(self, version: FunctionVersion, snapshot: CodeSnapshot) -> str:
         """The base64 SHA-256 of a version's code files, computed once per state of the code."""
@@ -311,7 +311,7 @@ class FunctionRegistry:
             except ManifestError as error:
                 self._report_broken(name, error)
                 continue
-            entries = [(-1, None)]
+            entries: list[tuple[int, str | None]] = [(-1, None)]
             if all_versions:
                 entries += sorted((int(number), number) for number in manifest.versions)
             for order, qualifier in entries:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.abc
 import importlib.machinery
 import json
 import os
@@ -22,7 +23,8 @@ import sys
 import time
 import types
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 # Each message: two big-endian lengths (metadata, body), the metadata as JSON, then the body bytes as they are,
 # so that a payload is never escaped into a JSON string and parsed twice.
@@ -34,7 +36,7 @@ _MEGABYTE = 1024 * 1024
 Handler = Callable[[object, object], object]
 
 
-def encode_message(metadata: dict[str, object], body: bytes = b"") -> bytes:
+def encode_message(metadata: Mapping[str, object], body: bytes = b"") -> bytes:
     """One framed message: lengths, JSON metadata, body."""
     encoded = json.dumps(metadata).encode()
     return _LENGTHS.pack(len(encoded), len(body)) + encoded + body
@@ -115,7 +117,7 @@ class CognitoIdentity:
 class LambdaContext:
     """The context object handlers receive, with the attributes Lambda's Python runtime gives it."""
 
-    def __init__(self, metadata: dict[str, object]) -> None:
+    def __init__(self, metadata: Mapping[str, Any]) -> None:
         self.aws_request_id: str = metadata["request_id"]
         self.invoked_function_arn: str = metadata["invoked_function_arn"]
         self.function_name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
@@ -163,7 +165,7 @@ def _check_bytecode_by_content(task_root: str) -> None:
         (importlib.machinery.SourcelessFileLoader, importlib.machinery.BYTECODE_SUFFIXES),
     )
 
-    def hook(path: str) -> importlib.machinery.FileFinder:
+    def hook(path: str) -> importlib.abc.PathEntryFinder:
         if path == task_root or path.startswith(task_root + os.sep):
             return ours(path)
         raise ImportError(path)  # not ours: the next hook takes it
@@ -218,7 +220,7 @@ def _memory_used_mb() -> int:
     return _peak_resident_kb() // 1024
 
 
-def _invoke(handler: Handler, metadata: dict[str, object], payload: bytes) -> tuple[dict[str, object], bytes, bool]:
+def _invoke(handler: Handler, metadata: Mapping[str, Any], payload: bytes) -> tuple[dict[str, object], bytes, bool]:
     """Run one invocation: the reply's metadata and body, and whether this worker must exit afterwards."""
     request_id = metadata["request_id"]
     try:

@@ -128,8 +128,13 @@ async def wait_for_exit(process: subprocess.Popen[bytes]) -> int:
     except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
         return await asyncio.to_thread(process.wait)
     loop = asyncio.get_running_loop()
-    exited = loop.create_future()
-    loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def ended() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, ended)
     try:
         await exited
     finally:
@@ -220,7 +225,7 @@ class Worker:
             return None
         # Lambda reports an initialisation error on the invocation, and initialises afresh on the next one.
         await self._end()
-        error = json.loads(body)
+        init_error = json.loads(body)
         return InvocationOutcome(
             payload=body,
             function_error="Unhandled",
@@ -228,7 +233,7 @@ class Worker:
             duration_ms=0.0,
             init_duration_ms=self._init_duration_ms,
             memory_used_mb=None,
-            error_type=error.get("errorType"),
+            error_type=init_error.get("errorType"),
         )
 
     def _spawn(self) -> None:
