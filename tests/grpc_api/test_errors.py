@@ -20,6 +20,7 @@ from services import errors
 from services.lambda_client import botocore_config, build_lambda_client
 from services.lambda_service import MAX_ASYNC_PAYLOAD_BYTES, MAX_SYNC_PAYLOAD_BYTES
 from tests.conftest import SettingsFactory
+from tests.error_classes import domain_errors
 from tests.fake_lambda import FakeLambda, Reply, closed_port_url
 from tests.grpc_api.conftest import (
     ECHO,
@@ -423,19 +424,9 @@ async def test_an_unexpected_error_in_one_batch_item_fails_only_that_item(
 # -- the mapping itself -----------------------------------------------------------------------------------
 
 
-def _domain_errors(cls: type = errors.ServiceError) -> list[type]:
-    """Every subclass of `cls` that services/errors.py defines."""
-    found = []
-    for subclass in cls.__subclasses__():
-        if subclass.__module__ == errors.__name__:
-            found.append(subclass)
-        found += _domain_errors(subclass)
-    return found
-
-
 @pytest.mark.parametrize(
     "error_class",
-    [cls for cls in _domain_errors() if cls is not errors.InternalError],
+    [cls for cls in domain_errors() if cls is not errors.InternalError],
     ids=lambda cls: cls.__name__,
 )
 def test_every_domain_error_has_a_grpc_status_other_than_internal(error_class: type[errors.ServiceError]):

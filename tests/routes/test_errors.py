@@ -10,7 +10,10 @@ import jwt
 import pytest
 
 from app import build_services, create_app
+from routes.errors import error_body, http_status_for
+from services import errors
 from tests.conftest import TEST_CLIENT_ID, TEST_SECRET_KEY, issue_token
+from tests.error_classes import domain_errors
 
 ENDPOINTS = [
     ("POST", "/api/v1/invoke", {"function_name": "waddlebot-echo"}),
@@ -131,3 +134,24 @@ async def test_an_unexpected_error_answers_500_in_json_and_logs_its_traceback(ma
     assert logged[0].name == "services.lambda_client"
     assert logged[0].exc_info is not None
     assert logged[0].exc_info[0] is RuntimeError
+
+
+@pytest.mark.parametrize("error_class", domain_errors(), ids=lambda cls: cls.__name__)
+def test_every_domain_error_has_a_status_that_is_not_500_unless_internal(error_class: type[errors.ServiceError]):
+    error = error_class("something went wrong")
+
+    status = http_status_for(error)
+
+    assert (status == 500) is (error_class is errors.InternalError)
+    assert 400 <= status < 600
+    assert error_body(error) == {"success": False, "error": "something went wrong", "code": error_class.__name__}
+
+
+def test_a_subclass_takes_the_status_of_its_nearest_mapped_base():
+    class AliasNotFound(errors.FunctionNotFound):
+        pass
+
+    assert http_status_for(AliasNotFound("x")) == 404
+    assert http_status_for(errors.JournalFull("x")) == 503
+    assert http_status_for(errors.ConcurrencyLimitReached("x")) == 429
+    assert http_status_for(errors.ServiceError("x")) == 500
