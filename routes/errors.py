@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from quart import Quart, Response, jsonify
-from quart_schema import RequestSchemaValidationError
+from quart_schema import RequestSchemaValidationError, document_response
 from werkzeug.exceptions import HTTPException
 
 from services.errors import (
@@ -26,6 +29,8 @@ from services.errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=Callable[..., Any])
 
 HTTP_STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidRequest: 400,
@@ -51,6 +56,25 @@ _HTTP_CODES = {
     413: "PayloadTooLarge",
     415: "InvalidRequest",
 }
+
+
+class ErrorReply(BaseModel):
+    """The one shape of every error."""
+
+    success: bool = False
+    error: str
+    code: str
+
+
+def documents_errors(*statuses: int) -> Callable[[T], T]:
+    """Document, on a route, the error answers it can give: each with the one error shape."""
+
+    def decorate(route: T) -> T:
+        for status in statuses:
+            route = document_response(ErrorReply, status)(route)
+        return route
+
+    return decorate
 
 
 def http_status_for(error: ServiceError) -> int:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from quart import Blueprint, ResponseReturnValue
+from quart_schema import document_response
 
 from config import MODULE_NAME, MODULE_VERSION
 from routes.context import app_services
+from routes.schemas import HealthReply
 
 blueprint = Blueprint("health", __name__)
 
 
 @blueprint.get("/health")
+@document_response(HealthReply, 200)
+@document_response(HealthReply, 503)
 async def health() -> ResponseReturnValue:
     """Status, version, Lambda backend, database and journal state, and a secret-free configuration summary.
 

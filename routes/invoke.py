@@ -7,7 +7,7 @@ from quart import Blueprint
 from quart_schema import document_response, security_scheme_blueprint, validate_request
 
 from routes.context import app_services, authenticate_request, current_caller
-from routes.errors import describe_pydantic_errors
+from routes.errors import describe_pydantic_errors, documents_errors
 from routes.schemas import (
     BatchBody,
     BatchReply,
@@ -26,6 +26,10 @@ blueprint = Blueprint("invoke", __name__)
 blueprint.before_request(authenticate_request)
 security_scheme_blueprint(blueprint, [{"bearer": []}])
 
+# What an invocation can answer besides its result: bad input, auth, reach, not found, size, throttling, and
+# Lambda or the module's own unavailability.
+INVOKE_ERRORS = (400, 401, 403, 404, 413, 415, 429, 502, 503, 504)
+
 # RequestResponse answers 200; an accepted Event invocation answers 202 Accepted.
 _HTTP_STATUS_BY_TYPE = {"RequestResponse": 200, "Event": 202, "DryRun": 200}
 
@@ -34,6 +38,7 @@ _HTTP_STATUS_BY_TYPE = {"RequestResponse": 200, "Event": 202, "DryRun": 200}
 @validate_request(InvokeBody)
 @document_response(InvokeReply, 200)
 @document_response(InvokeReply, 202)
+@documents_errors(*INVOKE_ERRORS)
 async def invoke(data: InvokeBody) -> tuple[InvokeReply, int]:
     """Invoke a function; a function's own error answers 200 with success false and function_error."""
     result = await app_services().service.invoke(data.to_domain(), current_caller(), "rest")
@@ -43,6 +48,7 @@ async def invoke(data: InvokeBody) -> tuple[InvokeReply, int]:
 @blueprint.post("/api/v1/invoke-async")
 @validate_request(InvokeAsyncBody)
 @document_response(InvokeAsyncReply, 202)
+@documents_errors(*INVOKE_ERRORS)
 async def invoke_async(data: InvokeAsyncBody) -> tuple[InvokeAsyncReply, int]:
     """Queue an Event invocation and answer with Lambda's request id."""
     result = await app_services().service.invoke_async(
@@ -64,6 +70,7 @@ async def invoke_async(data: InvokeAsyncBody) -> tuple[InvokeAsyncReply, int]:
 @blueprint.post("/api/v1/batch")
 @validate_request(BatchBody)
 @document_response(BatchReply, 200)
+@documents_errors(400, 401, 413, 415, 503)
 async def batch(data: BatchBody) -> BatchReply:
     """Invoke many functions; one result per item, in order, each with its own success or error."""
     items = [_parse_item(index, item) for index, item in enumerate(data.invocations)]

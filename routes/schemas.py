@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from routes.errors import http_status_for
+from routes.errors import ErrorReply, http_status_for
 from services.domain import FunctionInfo, FunctionPage, InvokeRequest, InvokeResult
 from services.errors import ServiceError
 from services.lambda_service import encode_client_context
@@ -68,7 +68,9 @@ class BatchBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    invocations: list[Any]
+    # Each item is parsed on its own (a bad item fails alone, not the batch), so the model takes any value;
+    # the document shows what an item must be.
+    invocations: list[Annotated[Any, WithJsonSchema(InvokeBody.model_json_schema())]]
 
 
 class InvokeReply(BaseModel):
@@ -92,12 +94,20 @@ class InvokeAsyncReply(BaseModel):
     invocation_id: str
 
 
-class ErrorReply(BaseModel):
-    """The one shape of every error."""
+class HealthReply(BaseModel):
+    """What /health reports: 200 while this replica can take invocations, 503 when its journal is full."""
 
-    success: bool = False
-    error: str
-    code: str
+    status: Literal["healthy", "degraded", "unhealthy"]
+    module: str
+    version: str
+    # backend, chosen_by, endpoint, region
+    lambda_: dict[str, str] = Field(alias="lambda")
+    # ok, kind
+    database: dict[str, Any]
+    # unshipped_bytes, lag_seconds, full, max_bytes, database_takes_records
+    journal: dict[str, Any]
+    in_flight: int
+    config: dict[str, Any]
 
 
 class BatchItemError(ErrorReply):

@@ -6,6 +6,7 @@ from quart import Blueprint
 from quart_schema import validate_request, validate_response
 
 from routes.context import app_services, source_address
+from routes.errors import documents_errors
 from routes.schemas import TokenBody, TokenReply
 
 blueprint = Blueprint("token", __name__)
@@ -14,6 +15,7 @@ blueprint = Blueprint("token", __name__)
 @blueprint.post("/api/v1/token")
 @validate_request(TokenBody)
 @validate_response(TokenReply, 200)
+@documents_errors(400, 401, 413, 415, 503)
 async def issue_token(data: TokenBody) -> TokenReply:
     """Exchange a client's id and secret for a JWT."""
     issued = await app_services().authenticator.issue_token(data.client_id, data.client_secret, source_address())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 async def test_openapi_describes_every_endpoint_and_which_need_a_token(client):
     response = await client.get("/openapi.json")
@@ -31,3 +33,64 @@ async def test_openapi_describes_every_endpoint_and_which_need_a_token(client):
         invoke_body = document["components"]["schemas"][invoke_body["$ref"].rsplit("/", 1)[1]]
     assert invoke_body["required"] == ["function_name"]
     assert invoke_body["properties"]["invocation_type"]["enum"] == ["RequestResponse", "Event", "DryRun"]
+
+
+async def _document(client) -> dict:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    return await response.get_json()
+
+
+async def test_every_endpoint_documents_its_error_answers_with_the_one_error_shape(client):
+    document = await _document(client)
+    expected = {
+        ("post", "/api/v1/token"): {"400", "401", "503"},
+        ("post", "/api/v1/invoke"): {"400", "401", "403", "404", "413", "429", "502", "503", "504"},
+        ("post", "/api/v1/invoke-async"): {"400", "401", "403", "404", "413", "429", "502", "503", "504"},
+        ("post", "/api/v1/batch"): {"400", "401", "413", "503"},
+        ("get", "/api/v1/functions"): {"400", "401", "502", "503", "504"},
+        ("get", "/api/v1/functions/{function_name}"): {"400", "401", "403", "404", "502", "503", "504"},
+    }
+    for (method, path), statuses in expected.items():
+        responses = document["paths"][path][method]["responses"]
+        assert statuses <= set(responses), (method, path)
+        for status in statuses:
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema["title"] == "ErrorReply", (method, path, status)
+            assert set(schema["required"]) == {"error", "code"}
+            assert set(schema["properties"]) == {"success", "error", "code"}
+
+
+async def test_batch_items_are_typed_as_invoke_bodies_and_health_has_its_answers(client):
+    document = await _document(client)
+    batch = document["paths"]["/api/v1/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in batch:
+        batch = document["components"]["schemas"][batch["$ref"].rsplit("/", 1)[1]]
+    item = batch["properties"]["invocations"]["items"]
+    assert item["required"] == ["function_name"]
+    assert "payload" in item["properties"]
+
+    health = document["paths"]["/health"]["get"]["responses"]
+    assert {"200", "503"} <= set(health)
+    for status in ("200", "503"):
+        reply = health[status]["content"]["application/json"]["schema"]
+        assert reply["title"] == "HealthReply"
+        assert {"status", "journal", "database", "lambda"} <= set(reply["properties"])
+
+
+async def test_docs_work_offline_from_the_modules_own_files(client):
+    page = await client.get("/docs")
+    html = await page.get_data(as_text=True)
+
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets, html
+    # Nothing from another host: every asset is a path on this module.
+    assert all(asset.startswith("/") for asset in assets), assets
+    for asset in assets:
+        response = await client.get(asset)
+        assert response.status_code == 200, asset
+        assert len(await response.get_data()) > 1000, asset
+    # Only Swagger UI's own files are served from there.
+    assert (await client.get("/docs/static/LICENSE")).status_code == 404
+    assert (await client.get("/docs/static/..%2Fdist%2Findex.css")).status_code == 404
