@@ -11,9 +11,10 @@ or, from synchronous code, `with runtime.run_in_thread(): ...`, or as a child pr
 
 from local_lambda.errors import LambdaApiError
 from local_lambda.keeper import kept_running
+from local_lambda.manifest import ManifestError
 from local_lambda.process import RuntimeProcess, start_runtime_process
 from local_lambda.publish import publish_version
-from local_lambda.registry import FunctionRegistry, ManifestError
+from local_lambda.registry import FunctionRegistry
 from local_lambda.runtime import InvokeResult, LocalLambdaRuntime
 
 __all__ = [

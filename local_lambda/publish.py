@@ -10,14 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from local_lambda.registry import (
-    MANIFEST_FILE,
-    VERSIONS_DIR,
-    FunctionRegistry,
-    ManifestError,
-    code_sha256,
-    lambda_timestamp,
-)
+from local_lambda.code import code_sha256
+from local_lambda.manifest import MANIFEST_FILE, VERSIONS_DIR, ManifestError
+from local_lambda.registry import FunctionRegistry, lambda_timestamp
 
 
 def publish_version(functions_dir: Path | str, function_name: str, description: str | None = None) -> str:

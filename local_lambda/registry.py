@@ -1,4 +1,4 @@
-"""The functions folder: manifests, versions and aliases, qualifiers, and the configuration Lambda reports.
+"""The functions folder: which functions exist, what a name and qualifier select, and what Lambda reports of them.
 
 One sub-folder per function, named as the function, holding its code and a `function.json` manifest:
 
@@ -34,29 +34,28 @@ import json
 import logging
 import os
 import platform
-import re
-import sys
 import time
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from local_lambda.errors import InvalidParameterValue, ResourceNotFound, ServiceFailure
+from local_lambda.code import CodeSnapshot, check_link_inside, code_sha256, scan_code
+from local_lambda.errors import InvalidParameterValue, ResourceNotFound
+from local_lambda.manifest import (
+    ACCOUNT_ID,
+    FUNCTION_NAME,
+    LATEST,
+    MANIFEST_FILE,
+    FunctionManifest,
+    FunctionVersion,
+    ManifestError,
+    parse_manifest,
+)
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FILE = "function.json"
-VERSIONS_DIR = "versions"
-LATEST = "$LATEST"
-ACCOUNT_ID = "000000000000"
-DEFAULT_HANDLER = "handler.lambda_handler"
-DEFAULT_RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
-DEFAULT_TIMEOUT_SECONDS = 3
-DEFAULT_MEMORY_SIZE_MB = 128
-DEFAULT_CONCURRENCY = 4
 MAX_LIST_PAGE = 50  # ListFunctions answers at most this many per page, whatever MaxItems asks for
 # $LATEST's files are scanned at every call, so that an edit counts at once. For a large folder (vendored
 # packages) a scan costs milliseconds, more than the rest of a warm call: a scan slower than this is reused
@@ -64,53 +63,7 @@ MAX_LIST_PAGE = 50  # ListFunctions answers at most this many per page, whatever
 _SLOW_SCAN_SECONDS = 0.002
 _SLOW_SCAN_REUSE_SECONDS = 1.0
 
-_FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,9}")
-_ALIAS_NAME = re.compile(r"(?![0-9]+$)[A-Za-z0-9_-]{1,128}")
-_ENVIRONMENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_VERSION_KEYS = {"code", "handler", "runtime", "timeout", "memory_size", "environment", "description", "role"}
-_VERSION_KEYS |= {"code_sha256", "last_modified"}
-_MANIFEST_KEYS = (_VERSION_KEYS - {"code", "code_sha256", "last_modified"}) | {"concurrency", "versions", "aliases"}
 _ARCHITECTURE = "arm64" if platform.machine().lower() in ("arm64", "aarch64") else "x86_64"
-
-
-class ManifestError(ServiceFailure):
-    """A function's manifest cannot be used; the message names the file and what to fix."""
-
-
-@dataclass(frozen=True)
-class FunctionVersion:
-    """One runnable version of a function: `$LATEST` (the folder's code) or a published copy."""
-
-    function_name: str
-    version: str
-    code_dir: Path
-    handler: str
-    runtime: str
-    timeout: int
-    memory_size: int
-    environment: tuple[tuple[str, str], ...]
-    description: str
-    role: str
-    published_at: str | None  # LastModified as recorded when the version was published
-    excluded: frozenset[str]  # top-level names in code_dir that are not this version's code
-
-    @property
-    def is_latest(self) -> bool:
-        return self.version == LATEST
-
-
-@dataclass(frozen=True)
-class FunctionManifest:
-    """A function as its folder describes it."""
-
-    name: str
-    directory: Path
-    concurrency: int
-    latest: FunctionVersion
-    versions: Mapping[str, FunctionVersion]
-    aliases: Mapping[str, str]
-    modified_ns: int
 
 
 @dataclass(frozen=True)
@@ -120,15 +73,6 @@ class ResolvedFunction:
     manifest: FunctionManifest
     version: FunctionVersion
     qualifier: str | None  # as the caller gave it (an alias, a version, $LATEST), None when unqualified
-
-
-@dataclass(frozen=True)
-class CodeSnapshot:
-    """The state of a version's code files: a fingerprint that changes when any file does, and their size."""
-
-    fingerprint: str
-    size: int
-    modified_ns: int
 
 
 def function_arn(region: str, name: str, qualifier: str | None = None) -> str:
@@ -180,7 +124,7 @@ class FunctionRegistry:
         return sorted(
             entry.name
             for entry in entries
-            if _FUNCTION_NAME.fullmatch(entry.name) and os.path.isfile(os.path.join(entry.path, MANIFEST_FILE))
+            if FUNCTION_NAME.fullmatch(entry.name) and os.path.isfile(os.path.join(entry.path, MANIFEST_FILE))
         )
 
     def load(self, name: str) -> FunctionManifest:
@@ -188,7 +132,7 @@ class FunctionRegistry:
         directory = self.functions_dir / name
         path = directory / MANIFEST_FILE
         try:
-            if not _FUNCTION_NAME.fullmatch(name):
+            if not FUNCTION_NAME.fullmatch(name):
                 raise FileNotFoundError(name)
             stat = path.stat()
         except (FileNotFoundError, NotADirectoryError):
@@ -197,12 +141,12 @@ class FunctionRegistry:
         # Checked at every call, before the cache: a link can be pointed elsewhere at any time.
         for candidate in (directory, path):
             if candidate.is_symlink():
-                _check_link_inside(candidate, self.root)
+                check_link_inside(candidate, self.root)
         key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         cached = self._manifests.get(name)
         if cached is not None and cached[0] == key:
             return cached[1]
-        manifest = _parse_manifest(name, path, stat.st_mtime_ns)
+        manifest = parse_manifest(name, path, stat.st_mtime_ns)
         self._manifests[name] = (key, manifest)
         return manifest
 
@@ -235,7 +179,7 @@ class FunctionRegistry:
             slow = self._slow_latest_snapshots.get(version.code_dir)
             if slow is not None and now - slow[1] < _SLOW_SCAN_REUSE_SECONDS:
                 return slow[0]
-            snapshot = _scan_code(version.code_dir, version.excluded, self.root)
+            snapshot = scan_code(version.code_dir, version.excluded, self.root)
             if time.monotonic() - now > _SLOW_SCAN_SECONDS:
                 self._slow_latest_snapshots[version.code_dir] = (snapshot, now)
             else:
@@ -243,7 +187,7 @@ class FunctionRegistry:
             return snapshot
         published = self._published_snapshots.get(version.code_dir)
         if published is None:
-            published = self._published_snapshots[version.code_dir] = _scan_code(
+            published = self._published_snapshots[version.code_dir] = scan_code(
                 version.code_dir, version.excluded, self.root
             )
         return published
@@ -359,201 +303,3 @@ def _decode_marker(marker: str) -> tuple[str, int]:
     except (binascii.Error, ValueError, TypeError, RecursionError):
         pass
     raise InvalidParameterValue(f"Invalid marker: {marker[:100]}")
-
-
-# -- scanning code ---------------------------------------------------------------------------------------
-
-
-def _check_link_inside(path: Path | str, root: Path) -> None:
-    """ManifestError when the symbolic link `path` leads outside `root`, the functions folder."""
-    target = os.path.realpath(path)
-    if not Path(target).is_relative_to(root):
-        raise ManifestError(f"{path} is a symbolic link to {target}, outside the functions folder {root}")
-
-
-def _code_files(code_dir: Path, excluded: frozenset[str], root: Path) -> list[tuple[str, os.stat_result]]:
-    """A version's code files, relative paths sorted, without caches, hidden files and `excluded` top-level names.
-
-    ManifestError when any of them is a symbolic link leading outside `root`, as the handler would import it.
-    """
-    files: list[tuple[str, os.stat_result]] = []
-    pending = [(str(code_dir), "")]
-    while pending:
-        directory, prefix = pending.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:  # removed, unreadable: not code this runtime can see either
-            continue
-        for entry in entries:
-            name = entry.name
-            if name.startswith(".") or name == "__pycache__" or (not prefix and name in excluded):
-                continue
-            relative = prefix + name
-            if entry.is_symlink():
-                _check_link_inside(entry.path, root)
-            # Directories are not followed through symbolic links, so that a link loop cannot hang a request.
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append((entry.path, relative + "/"))
-                elif entry.is_file():
-                    files.append((relative, entry.stat()))
-            except OSError:  # removed while scanning, or a link that loops
-                continue
-    files.sort(key=lambda item: item[0])
-    return files
-
-
-def _scan_code(code_dir: Path, excluded: frozenset[str], root: Path) -> CodeSnapshot:
-    """The code's fingerprint: paths, sizes, modification times and inodes, so any edit or replacement shows."""
-    files = _code_files(code_dir, excluded, root)
-    state = repr([(path, stat.st_mtime_ns, stat.st_size, stat.st_ino) for path, stat in files]).encode()
-    return CodeSnapshot(
-        fingerprint=hashlib.blake2b(state, digest_size=16).hexdigest(),
-        size=sum(stat.st_size for _, stat in files),
-        modified_ns=max((stat.st_mtime_ns for _, stat in files), default=0),
-    )
-
-
-def code_sha256(code_dir: Path, excluded: frozenset[str], root: Path) -> str:
-    """The base64 SHA-256 of a version's code: each file's relative path and content, in path order.
-
-    `root` is the functions folder: ManifestError when a code file links outside it.
-    """
-    digest = hashlib.sha256()
-    for relative, _ in _code_files(code_dir, excluded, root):
-        digest.update(relative.encode() + b"\0")
-        try:
-            digest.update((code_dir / relative).read_bytes())
-        except OSError:
-            continue
-        digest.update(b"\0")
-    return base64.b64encode(digest.digest()).decode()
-
-
-def latest_excluded(manifest_raw: Mapping[str, Any]) -> frozenset[str]:
-    """The top-level names in a function's folder that are not $LATEST's code: the manifest and the versions."""
-    excluded = {MANIFEST_FILE, VERSIONS_DIR}
-    versions = manifest_raw.get("versions")
-    if isinstance(versions, dict):
-        for number, entry in versions.items():
-            code = entry.get("code") if isinstance(entry, dict) else None
-            code = code if isinstance(code, str) else f"{VERSIONS_DIR}/{number}"
-            excluded.add(Path(code).parts[0] if Path(code).parts else code)
-    return frozenset(excluded)
-
-
-# -- parsing manifests -----------------------------------------------------------------------------------
-
-
-def _parse_manifest(name: str, path: Path, modified_ns: int) -> FunctionManifest:
-    try:
-        raw = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError) as error:  # RecursionError: nested too deeply
-        raise ManifestError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(raw, dict):
-        raise ManifestError(f"{path}: must hold a JSON object")
-    unknown = sorted(set(raw) - _MANIFEST_KEYS)
-    if unknown:
-        raise ManifestError(f"{path}: unknown keys {unknown}; known keys are {sorted(_MANIFEST_KEYS)}")
-    directory = path.parent
-    defaults = {
-        "handler": DEFAULT_HANDLER,
-        "runtime": DEFAULT_RUNTIME,
-        "timeout": DEFAULT_TIMEOUT_SECONDS,
-        "memory_size": DEFAULT_MEMORY_SIZE_MB,
-        "environment": {},
-        "description": "",
-        "role": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}-role",
-    }
-    settings = _settings(raw, defaults, f"{path}")
-    latest = _version(name, LATEST, directory, settings, None, latest_excluded(raw))
-
-    versions_raw = raw.get("versions", {})
-    if not isinstance(versions_raw, dict):
-        raise ManifestError(f"{path}: 'versions' must be an object of version number -> version")
-    versions: dict[str, FunctionVersion] = {}
-    for number, entry in versions_raw.items():
-        where = f"{path}: version {number!r}"
-        if not _VERSION_NUMBER.fullmatch(number):
-            raise ManifestError(f"{where}: version numbers are whole numbers from 1")
-        if not isinstance(entry, dict):
-            raise ManifestError(f'{where}: must be an object such as {{"code": "versions/{number}"}}')
-        unknown = sorted(set(entry) - _VERSION_KEYS)
-        if unknown:
-            raise ManifestError(f"{where}: unknown keys {unknown}; known keys are {sorted(_VERSION_KEYS)}")
-        code = entry.get("code", f"{VERSIONS_DIR}/{number}")
-        code_dir = (directory / code).resolve() if isinstance(code, str) else None
-        if code_dir is None or not code_dir.is_relative_to(directory.resolve()) or code_dir == directory.resolve():
-            raise ManifestError(f"{where}: 'code' must name a folder inside {directory}")
-        if not code_dir.is_dir():
-            raise ManifestError(f"{where}: its code folder {code_dir} does not exist")
-        published_at = entry.get("last_modified")
-        if published_at is not None and not isinstance(published_at, str):
-            raise ManifestError(f"{where}: 'last_modified' must be a string")
-        versions[number] = _version(name, number, code_dir, _settings(entry, settings, where), published_at)
-
-    aliases_raw = raw.get("aliases", {})
-    if not isinstance(aliases_raw, dict):
-        raise ManifestError(f"{path}: 'aliases' must be an object of alias name -> version")
-    for alias, target in aliases_raw.items():
-        if not _ALIAS_NAME.fullmatch(alias):
-            raise ManifestError(f"{path}: alias {alias!r} must be letters, digits, - or _, and not only digits")
-        if not isinstance(target, str) or (target != LATEST and target not in versions):
-            raise ManifestError(f"{path}: alias {alias!r} points at {target!r}, which is not a version")
-
-    concurrency = raw.get("concurrency", DEFAULT_CONCURRENCY)
-    if not _is_integer(concurrency) or not 1 <= concurrency <= 1000:
-        raise ManifestError(f"{path}: 'concurrency' must be a whole number from 1 to 1000")
-    return FunctionManifest(name, directory, concurrency, latest, versions, dict(aliases_raw), modified_ns)
-
-
-def _version(
-    name: str,
-    version: str,
-    code_dir: Path,
-    settings: dict[str, Any],
-    published_at: str | None,
-    excluded: frozenset[str] = frozenset(),
-) -> FunctionVersion:
-    return FunctionVersion(
-        function_name=name,
-        version=version,
-        code_dir=code_dir,
-        handler=settings["handler"],
-        runtime=settings["runtime"],
-        timeout=settings["timeout"],
-        memory_size=settings["memory_size"],
-        environment=tuple(sorted(settings["environment"].items())),
-        description=settings["description"],
-        role=settings["role"],
-        published_at=published_at,
-        excluded=excluded,
-    )
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _settings(raw: Mapping[str, Any], defaults: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The run settings an object names, validated, with `defaults` for those it leaves out."""
-    settings = {key: raw.get(key, default) for key, default in defaults.items()}
-    handler = settings["handler"]
-    if not isinstance(handler, str) or "." not in handler.strip(".") or " " in handler:
-        raise ManifestError(f"{where}: 'handler' must look like module.function, such as {DEFAULT_HANDLER}")
-    if not isinstance(settings["runtime"], str) or not settings["runtime"].startswith("python"):
-        raise ManifestError(f"{where}: 'runtime' must be a Python runtime such as {DEFAULT_RUNTIME}")
-    if not _is_integer(settings["timeout"]) or not 1 <= settings["timeout"] <= 900:
-        raise ManifestError(f"{where}: 'timeout' must be a whole number of seconds from 1 to 900")
-    if not _is_integer(settings["memory_size"]) or not 128 <= settings["memory_size"] <= 10240:
-        raise ManifestError(f"{where}: 'memory_size' must be a whole number of MB from 128 to 10240")
-    environment = settings["environment"]
-    if not isinstance(environment, dict) or not all(
-        isinstance(key, str) and _ENVIRONMENT_NAME.fullmatch(key) and isinstance(value, str)
-        for key, value in environment.items()
-    ):
-        raise ManifestError(f"{where}: 'environment' must be an object of NAME -> string value")
-    for key in ("description", "role"):
-        if not isinstance(settings[key], str):
-            raise ManifestError(f"{where}: {key!r} must be a string")
-    return settings

@@ -21,7 +21,8 @@ from typing import Any
 from local_lambda.api import LambdaApi
 from local_lambda.errors import InvalidParameterValue, InvalidRequestContent, RequestTooLarge, TooManyRequests
 from local_lambda.http_server import HttpServer
-from local_lambda.registry import FunctionRegistry, FunctionVersion, ResolvedFunction, function_arn
+from local_lambda.manifest import FunctionVersion
+from local_lambda.registry import FunctionRegistry, ResolvedFunction, function_arn
 from local_lambda.workers import (
     WORKER_SCRIPT,
     InvocationOutcome,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from local_lambda.errors import ServiceFailure, TooManyRequests
-from local_lambda.registry import FunctionVersion
+from local_lambda.manifest import FunctionVersion
 from local_lambda.worker import HEADER_BYTES, decode_lengths, encode_message
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,217 @@
+"""A function's manifest, `function.json`: its settings, versions and aliases, checked and parsed.
+
+The functions folder: manifests, versions and aliases, qualifiers, and the configuration Lambda reports.
+
+One sub-folder per function, named as the function, holding its code and a `function.json` manifest:
+
+    {
+      "handler": "handler.lambda_handler",
+      "runtime": "python3.11",
+      "timeout": 3,
+      "memory_size": 128,
+      "concurrency": 4,
+      "description": "Answers chat commands",
+      "environment": {"BOT_NAME": "WaddleBot"},
+      "versions": {"1": {"code": "versions/1", "handler": "handler.lambda_handler", ...}},
+      "aliases": {"live": "1"}
+    }
+
+Every key is optional. `$LATEST` runs the folder's code with the top-level settings. A published version runs
+the copy of the code in its `code` folder (default `versions/N`) with the settings its entry records, falling
+back to the top-level ones for those it leaves out (`python -m local_lambda publish NAME` records them all, so
+later edits to the manifest do not change the version). An alias names a version or `$LATEST`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from local_lambda.errors import ServiceFailure
+
+MANIFEST_FILE = "function.json"
+VERSIONS_DIR = "versions"
+LATEST = "$LATEST"
+ACCOUNT_ID = "000000000000"
+DEFAULT_HANDLER = "handler.lambda_handler"
+DEFAULT_RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
+DEFAULT_TIMEOUT_SECONDS = 3
+DEFAULT_MEMORY_SIZE_MB = 128
+DEFAULT_CONCURRENCY = 4
+FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,9}")
+_ALIAS_NAME = re.compile(r"(?![0-9]+$)[A-Za-z0-9_-]{1,128}")
+_ENVIRONMENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_VERSION_KEYS = {"code", "handler", "runtime", "timeout", "memory_size", "environment", "description", "role"}
+_VERSION_KEYS |= {"code_sha256", "last_modified"}
+_MANIFEST_KEYS = (_VERSION_KEYS - {"code", "code_sha256", "last_modified"}) | {"concurrency", "versions", "aliases"}
+
+
+class ManifestError(ServiceFailure):
+    """A function's manifest cannot be used; the message names the file and what to fix."""
+
+
+@dataclass(frozen=True)
+class FunctionVersion:
+    """One runnable version of a function: `$LATEST` (the folder's code) or a published copy."""
+
+    function_name: str
+    version: str
+    code_dir: Path
+    handler: str
+    runtime: str
+    timeout: int
+    memory_size: int
+    environment: tuple[tuple[str, str], ...]
+    description: str
+    role: str
+    published_at: str | None  # LastModified as recorded when the version was published
+    excluded: frozenset[str]  # top-level names in code_dir that are not this version's code
+
+    @property
+    def is_latest(self) -> bool:
+        return self.version == LATEST
+
+
+@dataclass(frozen=True)
+class FunctionManifest:
+    """A function as its folder describes it."""
+
+    name: str
+    directory: Path
+    concurrency: int
+    latest: FunctionVersion
+    versions: Mapping[str, FunctionVersion]
+    aliases: Mapping[str, str]
+    modified_ns: int
+
+
+def latest_excluded(manifest_raw: Mapping[str, Any]) -> frozenset[str]:
+    """The top-level names in a function's folder that are not $LATEST's code: the manifest and the versions."""
+    excluded = {MANIFEST_FILE, VERSIONS_DIR}
+    versions = manifest_raw.get("versions")
+    if isinstance(versions, dict):
+        for number, entry in versions.items():
+            code = entry.get("code") if isinstance(entry, dict) else None
+            code = code if isinstance(code, str) else f"{VERSIONS_DIR}/{number}"
+            excluded.add(Path(code).parts[0] if Path(code).parts else code)
+    return frozenset(excluded)
+
+
+def parse_manifest(name: str, path: Path, modified_ns: int) -> FunctionManifest:
+    try:
+        raw = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as error:  # RecursionError: nested too deeply
+        raise ManifestError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: must hold a JSON object")
+    unknown = sorted(set(raw) - _MANIFEST_KEYS)
+    if unknown:
+        raise ManifestError(f"{path}: unknown keys {unknown}; known keys are {sorted(_MANIFEST_KEYS)}")
+    directory = path.parent
+    defaults = {
+        "handler": DEFAULT_HANDLER,
+        "runtime": DEFAULT_RUNTIME,
+        "timeout": DEFAULT_TIMEOUT_SECONDS,
+        "memory_size": DEFAULT_MEMORY_SIZE_MB,
+        "environment": {},
+        "description": "",
+        "role": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}-role",
+    }
+    settings = _settings(raw, defaults, f"{path}")
+    latest = _version(name, LATEST, directory, settings, None, latest_excluded(raw))
+
+    versions_raw = raw.get("versions", {})
+    if not isinstance(versions_raw, dict):
+        raise ManifestError(f"{path}: 'versions' must be an object of version number -> version")
+    versions: dict[str, FunctionVersion] = {}
+    for number, entry in versions_raw.items():
+        where = f"{path}: version {number!r}"
+        if not _VERSION_NUMBER.fullmatch(number):
+            raise ManifestError(f"{where}: version numbers are whole numbers from 1")
+        if not isinstance(entry, dict):
+            raise ManifestError(f'{where}: must be an object such as {{"code": "versions/{number}"}}')
+        unknown = sorted(set(entry) - _VERSION_KEYS)
+        if unknown:
+            raise ManifestError(f"{where}: unknown keys {unknown}; known keys are {sorted(_VERSION_KEYS)}")
+        code = entry.get("code", f"{VERSIONS_DIR}/{number}")
+        code_dir = (directory / code).resolve() if isinstance(code, str) else None
+        if code_dir is None or not code_dir.is_relative_to(directory.resolve()) or code_dir == directory.resolve():
+            raise ManifestError(f"{where}: 'code' must name a folder inside {directory}")
+        if not code_dir.is_dir():
+            raise ManifestError(f"{where}: its code folder {code_dir} does not exist")
+        published_at = entry.get("last_modified")
+        if published_at is not None and not isinstance(published_at, str):
+            raise ManifestError(f"{where}: 'last_modified' must be a string")
+        versions[number] = _version(name, number, code_dir, _settings(entry, settings, where), published_at)
+
+    aliases_raw = raw.get("aliases", {})
+    if not isinstance(aliases_raw, dict):
+        raise ManifestError(f"{path}: 'aliases' must be an object of alias name -> version")
+    for alias, target in aliases_raw.items():
+        if not _ALIAS_NAME.fullmatch(alias):
+            raise ManifestError(f"{path}: alias {alias!r} must be letters, digits, - or _, and not only digits")
+        if not isinstance(target, str) or (target != LATEST and target not in versions):
+            raise ManifestError(f"{path}: alias {alias!r} points at {target!r}, which is not a version")
+
+    concurrency = raw.get("concurrency", DEFAULT_CONCURRENCY)
+    if not _is_integer(concurrency) or not 1 <= concurrency <= 1000:
+        raise ManifestError(f"{path}: 'concurrency' must be a whole number from 1 to 1000")
+    return FunctionManifest(name, directory, concurrency, latest, versions, dict(aliases_raw), modified_ns)
+
+
+def _version(
+    name: str,
+    version: str,
+    code_dir: Path,
+    settings: dict[str, Any],
+    published_at: str | None,
+    excluded: frozenset[str] = frozenset(),
+) -> FunctionVersion:
+    return FunctionVersion(
+        function_name=name,
+        version=version,
+        code_dir=code_dir,
+        handler=settings["handler"],
+        runtime=settings["runtime"],
+        timeout=settings["timeout"],
+        memory_size=settings["memory_size"],
+        environment=tuple(sorted(settings["environment"].items())),
+        description=settings["description"],
+        role=settings["role"],
+        published_at=published_at,
+        excluded=excluded,
+    )
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _settings(raw: Mapping[str, Any], defaults: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The run settings an object names, validated, with `defaults` for those it leaves out."""
+    settings = {key: raw.get(key, default) for key, default in defaults.items()}
+    handler = settings["handler"]
+    if not isinstance(handler, str) or "." not in handler.strip(".") or " " in handler:
+        raise ManifestError(f"{where}: 'handler' must look like module.function, such as {DEFAULT_HANDLER}")
+    if not isinstance(settings["runtime"], str) or not settings["runtime"].startswith("python"):
+        raise ManifestError(f"{where}: 'runtime' must be a Python runtime such as {DEFAULT_RUNTIME}")
+    if not _is_integer(settings["timeout"]) or not 1 <= settings["timeout"] <= 900:
+        raise ManifestError(f"{where}: 'timeout' must be a whole number of seconds from 1 to 900")
+    if not _is_integer(settings["memory_size"]) or not 128 <= settings["memory_size"] <= 10240:
+        raise ManifestError(f"{where}: 'memory_size' must be a whole number of MB from 128 to 10240")
+    environment = settings["environment"]
+    if not isinstance(environment, dict) or not all(
+        isinstance(key, str) and _ENVIRONMENT_NAME.fullmatch(key) and isinstance(value, str)
+        for key, value in environment.items()
+    ):
+        raise ManifestError(f"{where}: 'environment' must be an object of NAME -> string value")
+    for key in ("description", "role"):
+        if not isinstance(settings[key], str):
+            raise ManifestError(f"{where}: {key!r} must be a string")
+    return settings
