@@ -15,14 +15,16 @@ from local_lambda.manifest import ManifestError
 from local_lambda.process import RuntimeProcess, start_runtime_process
 from local_lambda.publish import publish_version
 from local_lambda.registry import FunctionRegistry
-from local_lambda.runtime import InvokeResult, LocalLambdaRuntime
+from local_lambda.runtime import LambdaRuntime, RuntimeAnswer
+from local_lambda.server import LocalLambdaRuntime
 
 __all__ = [
     "FunctionRegistry",
-    "InvokeResult",
     "LambdaApiError",
+    "LambdaRuntime",
     "LocalLambdaRuntime",
     "ManifestError",
+    "RuntimeAnswer",
     "RuntimeProcess",
     "kept_running",
     "publish_version",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from local_lambda.errors import LambdaApiError
 from local_lambda.publish import publish_version
-from local_lambda.runtime import LocalLambdaRuntime
+from local_lambda.server import LocalLambdaRuntime
 
 logger = logging.getLogger("local_lambda")
 

@@ -1,4 +1,4 @@
-"""The Lambda REST API (the 2015-03-31 paths boto3 calls) over a LocalLambdaRuntime.
+"""The Lambda REST API (the 2015-03-31 paths boto3 calls) over a LambdaRuntime.
 
 Each route parses the request into plain values, awaits the runtime, and renders its answer; errors are
 LambdaApiErrors, rendered here once in Lambda's shape.
@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from local_lambda.errors import InvalidParameterValue, LambdaApiError, ServiceFailure, UnknownOperation
 from local_lambda.http_server import HttpRequest, HttpResponse
-
-if TYPE_CHECKING:
-    from local_lambda.runtime import LocalLambdaRuntime
+from local_lambda.runtime import LambdaRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +22,7 @@ API_VERSION = "2015-03-31"
 class LambdaApi:
     """Routes HTTP requests to the runtime's Invoke, ListFunctions and GetFunctionConfiguration."""
 
-    def __init__(self, runtime: LocalLambdaRuntime) -> None:
+    def __init__(self, runtime: LambdaRuntime) -> None:
         self._runtime = runtime
 
     async def handle(self, request: HttpRequest) -> HttpResponse:

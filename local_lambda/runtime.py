@@ -1,34 +1,29 @@
-"""LocalLambdaRuntime: the Lambda API on loopback, running a folder's Python functions in warm worker processes."""
+"""LambdaRuntime: Lambda's operations over a folder of Python functions, run in warm worker processes."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import math
 import os
-import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from local_lambda.api import LambdaApi
 from local_lambda.errors import InvalidParameterValue, InvalidRequestContent, RequestTooLarge, TooManyRequests
-from local_lambda.http_server import HttpServer
 from local_lambda.manifest import FunctionVersion
-from local_lambda.registry import FunctionRegistry, ResolvedFunction, function_arn
-from local_lambda.workers import (
+from local_lambda.pool import (
     WORKER_SCRIPT,
-    InvocationOutcome,
+    HandlerOutcome,
     InvocationRequest,
     WorkerPool,
 )
+from local_lambda.registry import FunctionRegistry, ResolvedFunction, function_arn
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +46,7 @@ _INHERITED_PREFIX = "AWS_"
 
 
 @dataclass(frozen=True)
-class InvokeResult:
+class RuntimeAnswer:
     """Invoke's answer: the status (200, 202, 204), the payload and the headers Lambda sets."""
 
     status: int
@@ -61,48 +56,30 @@ class InvokeResult:
     log_result: str | None = None  # base64 of the log's last 4 KB, when LogType=Tail
 
 
-class LocalLambdaRuntime:
-    """The Lambda API on host:port for the functions in `functions_dir`; `await start()`, `await stop()`."""
+class LambdaRuntime:
+    """Lambda's invoke and function operations over a folder of functions, run in warm worker processes.
 
-    def __init__(
-        self, functions_dir: Path | str, host: str = "127.0.0.1", port: int = 9001, region: str = "us-east-1"
-    ) -> None:
+    It knows nothing of HTTP: `local_lambda.server` serves it as the Lambda API. `await open()` starts its
+    background work, `await close()` stops every worker.
+    """
+
+    def __init__(self, functions_dir: Path | str, region: str = "us-east-1") -> None:
         self.functions_dir = Path(functions_dir).resolve()
-        self.host = host
-        self.port = port  # the bound port once started (port 0 picks a free one)
         self.region = region
         self.registry = FunctionRegistry(self.functions_dir, region)
         self._pools: dict[str, WorkerPool] = {}
-        self._server: HttpServer | None = None
         self._events: set[asyncio.Task[None]] = set()
         self._queued_events: Counter[str] = Counter()
         self._idle_check: asyncio.Task[None] | None = None
 
-    @property
-    def endpoint_url(self) -> str:
-        """The URL to give boto3 as endpoint_url."""
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        host = "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
-
-    # -- life cycle --------------------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Bind and serve; `port` and `endpoint_url` then give the real address."""
+    async def open(self) -> None:
+        """Start retiring idle workers in the background."""
         if not self.functions_dir.is_dir():
             logger.warning("functions folder %s does not exist (yet): no functions to serve", self.functions_dir)
-        # No operation takes a body over the synchronous payload limit: a longer one is not held in memory.
-        server = HttpServer(LambdaApi(self).handle, max_body_bytes=MAX_SYNC_PAYLOAD_BYTES)
-        self.port = await server.start(self.host, self.port)
-        self._server = server
         self._idle_check = asyncio.create_task(self._retire_idle_workers(), name="local-lambda idle workers")
-        logger.info("local Lambda runtime serving %s at %s", self.functions_dir, self.endpoint_url)
 
-    async def stop(self) -> None:
-        """Stop serving (requests in progress are cancelled) and stop every worker."""
-        if self._server is not None:
-            await self._server.stop()
-            self._server = None
+    async def close(self) -> None:
+        """Cancel queued events and stop every worker."""
         tasks = [*self._events, *([self._idle_check] if self._idle_check else [])]
         for task in tasks:
             task.cancel()
@@ -110,32 +87,6 @@ class LocalLambdaRuntime:
         self._idle_check = None
         pools, self._pools = list(self._pools.values()), {}
         await asyncio.gather(*(pool.close() for pool in pools))
-
-    async def __aenter__(self) -> LocalLambdaRuntime:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @contextlib.contextmanager
-    def run_in_thread(self, timeout: float = 10.0) -> Iterator[LocalLambdaRuntime]:
-        """Serve from a background thread with its own event loop, for synchronous callers and tests."""
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="local-lambda", daemon=True)
-        thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result(timeout)
-            try:
-                yield self
-            finally:
-                asyncio.run_coroutine_threadsafe(self.stop(), loop).result(timeout)
-        finally:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(loop.shutdown_default_executor(), loop).result(timeout)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-            loop.close()
 
     async def _retire_idle_workers(self) -> None:
         while True:
@@ -155,7 +106,7 @@ class LocalLambdaRuntime:
         log_type: str | None = None,
         client_context: str | None = None,
         request_id: str | None = None,
-    ) -> InvokeResult:
+    ) -> RuntimeAnswer:
         """Invoke as Lambda does: RequestResponse runs and answers, Event answers 202 and runs, DryRun checks."""
         if invocation_type not in INVOCATION_TYPES:
             raise InvalidParameterValue(f"InvocationType must be one of {', '.join(INVOCATION_TYPES)}")
@@ -172,17 +123,17 @@ class LocalLambdaRuntime:
         context_json = _decode_client_context(client_context)
         request_id = request_id or str(uuid.uuid4())
         if invocation_type == "DryRun":
-            return InvokeResult(204)
+            return RuntimeAnswer(204)
         if invocation_type == "Event":
             self._queue_event(resolved, request_id, payload, context_json)
-            return InvokeResult(202)
+            return RuntimeAnswer(202)
 
         outcome = await self._run(resolved, request_id, payload, context_json, wait_for_worker=False)
         log_result = None
         if log_type == "Tail":
             log = _lambda_log(request_id, resolved.version, outcome)
             log_result = base64.b64encode(log[-LOG_RESULT_BYTES:]).decode()
-        return InvokeResult(200, outcome.payload, resolved.version.version, outcome.function_error, log_result)
+        return RuntimeAnswer(200, outcome.payload, resolved.version.version, outcome.function_error, log_result)
 
     def get_function_configuration(self, function_name: str, qualifier: str | None = None) -> dict[str, Any]:
         """GetFunctionConfiguration's answer for a function name (or ARN) and qualifier."""
@@ -209,7 +160,7 @@ class LocalLambdaRuntime:
         client_context: str | None,
         *,
         wait_for_worker: bool,
-    ) -> InvocationOutcome:
+    ) -> HandlerOutcome:
         version, manifest = resolved.version, resolved.manifest
         # The code's fingerprint is part of the key, so an edited file sends the next call to a fresh worker
         # (and the stale warm ones are retired); so are the settings a worker is started with.
@@ -319,7 +270,7 @@ def _decode_client_context(header: str | None) -> str | None:
     raise InvalidRequestContent("Client context must be a valid Base64-encoded JSON object.")
 
 
-def _lambda_log(request_id: str, version: FunctionVersion, outcome: InvocationOutcome) -> bytes:
+def _lambda_log(request_id: str, version: FunctionVersion, outcome: HandlerOutcome) -> bytes:
     """The invocation's log as Lambda writes it: START, what the handler wrote, END and REPORT."""
     parts = [f"START RequestId: {request_id} Version: {version.version}\n".encode()]
     if outcome.output:

@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from local_lambda.bootstrap import HEADER_BYTES, decode_lengths, encode_message
 from local_lambda.errors import ServiceFailure, TooManyRequests
 from local_lambda.manifest import FunctionVersion
-from local_lambda.worker import HEADER_BYTES, decode_lengths, encode_message
 
 logger = logging.getLogger(__name__)
 
-WORKER_SCRIPT = Path(__file__).with_name("worker.py")
+WORKER_SCRIPT = Path(__file__).with_name("bootstrap.py")
 # Lambda gives a function's initialisation (interpreter start and handler import) its own 10 seconds.
 INIT_TIMEOUT_SECONDS = 10.0
 # How long a retired worker may take to leave after its request pipe is closed, before it is killed.
@@ -63,7 +63,7 @@ class InvocationRequest:
 
 
 @dataclass(frozen=True)
-class InvocationOutcome:
+class HandlerOutcome:
     """How an invocation ended: the reply payload (a result or Lambda's error object) and what to log."""
 
     payload: bytes
@@ -84,9 +84,9 @@ def _error_outcome(
     duration_ms: float = 0.0,
     init_duration_ms: float | None = None,
     platform_log: str = "",
-) -> InvocationOutcome:
+) -> HandlerOutcome:
     body = {"errorMessage": message, "errorType": error_type}
-    return InvocationOutcome(
+    return HandlerOutcome(
         payload=json.dumps(body).encode(),
         function_error="Unhandled",
         output=output,
@@ -185,7 +185,7 @@ class Worker:
     def _reader_at_eof(self) -> bool:
         return self._reader is not None and self._reader.at_eof()
 
-    async def invoke(self, request: InvocationRequest) -> InvocationOutcome:
+    async def invoke(self, request: InvocationRequest) -> HandlerOutcome:
         """Run one invocation (starting the process first if it is new); errors come back as Lambda reports them."""
         try:
             if self.process is None:
@@ -198,7 +198,7 @@ class Worker:
             self.kill()
             raise
 
-    async def _start(self, request_id: str) -> InvocationOutcome | None:
+    async def _start(self, request_id: str) -> HandlerOutcome | None:
         """Start the process and wait until the handler is imported; an outcome only when that fails."""
         started = time.perf_counter()
         try:
@@ -226,7 +226,7 @@ class Worker:
         # Lambda reports an initialisation error on the invocation, and initialises afresh on the next one.
         await self._end()
         init_error = json.loads(body)
-        return InvocationOutcome(
+        return HandlerOutcome(
             payload=body,
             function_error="Unhandled",
             output=self._output_tail(),
@@ -303,7 +303,7 @@ class Worker:
         body = await self._reader.readexactly(body_size) if body_size else b""
         return metadata, body
 
-    async def _run(self, request: InvocationRequest) -> InvocationOutcome:
+    async def _run(self, request: InvocationRequest) -> HandlerOutcome:
         assert self._log is not None
         assert self._write_transport is not None
         init_duration_ms, self._init_duration_ms = self._init_duration_ms, None
@@ -356,7 +356,7 @@ class Worker:
         error_type = None
         if reply.get("kind") == "error":
             error_type = json.loads(body).get("errorType")
-        return InvocationOutcome(
+        return HandlerOutcome(
             payload=body,
             function_error="Unhandled" if reply.get("kind") == "error" else None,
             output=self._output_tail(),

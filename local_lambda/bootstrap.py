@@ -1,6 +1,6 @@
 """The worker process: imports one function's handler once, then runs the invocations the runtime sends it.
 
-The runtime starts it as `python -P -u -X utf8 worker.py REQUEST_FD REPLY_FD MEMORY_SIZE_MB` with the
+The runtime starts it as `python -P -u -X utf8 bootstrap.py REQUEST_FD REPLY_FD MEMORY_SIZE_MB` with the
 function's environment (LAMBDA_TASK_ROOT, _HANDLER, AWS_LAMBDA_*), its stdout and stderr going to the
 runtime's per-worker log file. Messages go both ways over the two pipes, framed by `encode_message`.
 
