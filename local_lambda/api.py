@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 from urllib.parse import unquote
 
 from local_lambda.errors import InvalidParameterValue, LambdaApiError, ServiceFailure, UnknownOperation
 from local_lambda.http_server import HttpRequest, HttpResponse
+from local_lambda.registry import FunctionConfiguration
 from local_lambda.runtime import LambdaRuntime
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ class LambdaApi:
                 return await self._invoke(request, segments[2], request_id)
             if len(segments) == 4 and segments[3] == "configuration" and request.method == "GET":
                 configuration = self._runtime.get_function_configuration(segments[2], request.query.get("Qualifier"))
-                return HttpResponse.of_json(200, configuration)
+                return HttpResponse.of_json(200, render_configuration(configuration))
         raise UnknownOperation(
             f"Unknown operation {request.method} {request.path}: this local Lambda runtime serves Invoke, "
             f"ListFunctions and GetFunctionConfiguration under /{API_VERSION}/functions/, and GET /ping"
@@ -82,14 +84,43 @@ class LambdaApi:
         function_version = request.query.get("FunctionVersion")
         if function_version not in (None, "ALL"):
             raise InvalidParameterValue("FunctionVersion must be ALL when given")
-        answer = self._runtime.list_functions(
+        listing = self._runtime.list_functions(
             max_items=None if max_items is None else int(max_items),
             marker=request.query.get("Marker") or None,
             all_versions=function_version == "ALL",
         )
+        answer: dict[str, Any] = {"Functions": [render_configuration(item) for item in listing.configurations]}
+        if listing.next_marker is not None:
+            answer["NextMarker"] = listing.next_marker
         return HttpResponse.of_json(200, answer)
 
 
 def error_response(error: LambdaApiError) -> HttpResponse:
     """An error in Lambda's shape: botocore takes the code from x-amzn-ErrorType, the message from the body."""
     return HttpResponse.of_json(error.status, error.body(), {"x-amzn-ErrorType": error.error_type})
+
+
+def render_configuration(configuration: FunctionConfiguration) -> dict[str, Any]:
+    """A function's configuration in Lambda's JSON, as GetFunctionConfiguration and ListFunctions give it."""
+    return {
+        "FunctionName": configuration.name,
+        "FunctionArn": configuration.arn,
+        "Runtime": configuration.runtime,
+        "Role": configuration.role,
+        "Handler": configuration.handler,
+        "CodeSize": configuration.code_size,
+        "Description": configuration.description,
+        "Timeout": configuration.timeout,
+        "MemorySize": configuration.memory_size,
+        "LastModified": configuration.last_modified,
+        "CodeSha256": configuration.code_sha256,
+        "Version": configuration.version,
+        "Environment": {"Variables": dict(configuration.environment)},
+        "TracingConfig": {"Mode": "PassThrough"},
+        "RevisionId": configuration.revision_id,
+        "State": "Active",
+        "LastUpdateStatus": "Successful",
+        "PackageType": "Zip",
+        "Architectures": [configuration.architecture],
+        "EphemeralStorage": {"Size": 512},
+    }

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,7 +40,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from local_lambda.code import CodeSnapshot, check_link_inside, code_sha256, scan_code
 from local_lambda.errors import InvalidParameterValue, ResourceNotFound
@@ -64,6 +64,35 @@ _SLOW_SCAN_SECONDS = 0.002
 _SLOW_SCAN_REUSE_SECONDS = 1.0
 
 _ARCHITECTURE = "arm64" if platform.machine().lower() in ("arm64", "aarch64") else "x86_64"
+
+
+@dataclass(frozen=True)
+class FunctionConfiguration:
+    """What Lambda reports of one function version; `local_lambda.api` renders it in Lambda's JSON."""
+
+    name: str
+    arn: str
+    runtime: str
+    role: str
+    handler: str
+    code_size: int
+    description: str
+    timeout: int
+    memory_size: int
+    last_modified: str
+    code_sha256: str
+    version: str
+    environment: dict[str, str]
+    revision_id: str
+    architecture: str
+
+
+@dataclass(frozen=True)
+class FunctionListing:
+    """One page of ListFunctions, and the marker of the next page (None on the last)."""
+
+    configurations: list[FunctionConfiguration]
+    next_marker: str | None
 
 
 @dataclass(frozen=True)
@@ -202,8 +231,8 @@ class FunctionRegistry:
 
     # -- what Lambda reports ---------------------------------------------------------------------------
 
-    def configuration(self, resolved: ResolvedFunction) -> dict[str, Any]:
-        """GetFunctionConfiguration's answer for a resolved function."""
+    def configuration(self, resolved: ResolvedFunction) -> FunctionConfiguration:
+        """What Lambda reports of a resolved function (GetFunctionConfiguration; the API renders it)."""
         version, manifest = resolved.version, resolved.manifest
         snapshot = self.snapshot(version)
         if version.published_at is not None:
@@ -213,36 +242,31 @@ class FunctionRegistry:
             last_modified = lambda_timestamp(modified_ns)
         sha256 = self.code_sha256(version, snapshot)
         revision = hashlib.sha256(f"{sha256}/{manifest.modified_ns}/{version.version}".encode()).digest()[:16]
-        return {
-            "FunctionName": manifest.name,
-            "FunctionArn": function_arn(self.region, manifest.name, resolved.qualifier),
-            "Runtime": version.runtime,
-            "Role": version.role,
-            "Handler": version.handler,
-            "CodeSize": snapshot.size,
-            "Description": version.description,
-            "Timeout": version.timeout,
-            "MemorySize": version.memory_size,
-            "LastModified": last_modified,
-            "CodeSha256": sha256,
-            "Version": version.version,
-            "Environment": {"Variables": dict(version.environment)},
-            "TracingConfig": {"Mode": "PassThrough"},
-            "RevisionId": str(uuid.UUID(bytes=revision)),
-            "State": "Active",
-            "LastUpdateStatus": "Successful",
-            "PackageType": "Zip",
-            "Architectures": [_ARCHITECTURE],
-            "EphemeralStorage": {"Size": 512},
-        }
+        return FunctionConfiguration(
+            name=manifest.name,
+            arn=function_arn(self.region, manifest.name, resolved.qualifier),
+            runtime=version.runtime,
+            role=version.role,
+            handler=version.handler,
+            code_size=snapshot.size,
+            description=version.description,
+            timeout=version.timeout,
+            memory_size=version.memory_size,
+            last_modified=last_modified,
+            code_sha256=sha256,
+            version=version.version,
+            environment=dict(version.environment),
+            revision_id=str(uuid.UUID(bytes=revision)),
+            architecture=_ARCHITECTURE,
+        )
 
     def list_functions(
         self, max_items: int | None = None, marker: str | None = None, all_versions: bool = False
-    ) -> dict[str, Any]:
-        """ListFunctions' answer: one page of configurations sorted by name, and NextMarker when more remain."""
+    ) -> FunctionListing:
+        """One page of configurations sorted by name (ListFunctions), and the marker of the next when more remain."""
         page_size = MAX_LIST_PAGE if max_items is None else min(max_items, MAX_LIST_PAGE)
         after = _decode_marker(marker) if marker else None
-        page: list[dict[str, Any]] = []
+        page: list[FunctionConfiguration] = []
         last_key: tuple[str, int] | None = None
         more = False
         for name in self.function_names():
@@ -272,15 +296,12 @@ class FunctionRegistry:
                     self._report_broken(name, error)
                     continue
                 if qualifier:  # ListFunctions gives published versions their qualified ARN
-                    configuration["FunctionArn"] = function_arn(self.region, name, qualifier)
+                    configuration = dataclasses.replace(configuration, arn=function_arn(self.region, name, qualifier))
                 page.append(configuration)
                 last_key = key
             if more:
                 break
-        answer: dict[str, Any] = {"Functions": page}
-        if more and last_key is not None:
-            answer["NextMarker"] = _encode_marker(last_key)
-        return answer
+        return FunctionListing(page, _encode_marker(last_key) if more and last_key is not None else None)
 
     def _report_broken(self, name: str, error: ManifestError) -> None:
         """Warn once per problem with a manifest, rather than at every listing."""

@@ -13,7 +13,6 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from local_lambda.errors import InvalidParameterValue, InvalidRequestContent, RequestTooLarge, TooManyRequests
 from local_lambda.manifest import FunctionVersion
@@ -23,7 +22,13 @@ from local_lambda.pool import (
     InvocationRequest,
     WorkerPool,
 )
-from local_lambda.registry import FunctionRegistry, ResolvedFunction, function_arn
+from local_lambda.registry import (
+    FunctionConfiguration,
+    FunctionListing,
+    FunctionRegistry,
+    ResolvedFunction,
+    function_arn,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,14 +140,14 @@ class LambdaRuntime:
             log_result = base64.b64encode(log[-LOG_RESULT_BYTES:]).decode()
         return RuntimeAnswer(200, outcome.payload, resolved.version.version, outcome.function_error, log_result)
 
-    def get_function_configuration(self, function_name: str, qualifier: str | None = None) -> dict[str, Any]:
-        """GetFunctionConfiguration's answer for a function name (or ARN) and qualifier."""
+    def get_function_configuration(self, function_name: str, qualifier: str | None = None) -> FunctionConfiguration:
+        """What Lambda reports of a function name (or ARN) and qualifier."""
         return self.registry.configuration(self.registry.resolve(function_name, qualifier))
 
     def list_functions(
         self, max_items: int | None = None, marker: str | None = None, all_versions: bool = False
-    ) -> dict[str, Any]:
-        """ListFunctions' answer: a page of configurations sorted by name, with NextMarker when more remain."""
+    ) -> FunctionListing:
+        """A page of configurations sorted by name, with the next page's marker when more remain."""
         return self.registry.list_functions(max_items, marker, all_versions)
 
     def worker_pids(self, function_name: str) -> list[int]:

@@ -149,7 +149,7 @@ def test_nothing_outside_the_functions_folder_is_loaded(functions_dir: Path, nam
         registry.configuration(registry.resolve(name, qualifier))
 
     assert "outside the functions folder" in error.value.message
-    listed = {(f["FunctionName"], f["Version"]) for f in registry.list_functions(all_versions=True)["Functions"]}
+    listed = {(f.name, f.version) for f in registry.list_functions(all_versions=True).configurations}
     assert listed == {("linked-version", "$LATEST")}  # the one function, and version, that stays inside
 
 
@@ -163,8 +163,8 @@ def test_links_within_the_functions_folder_are_followed(functions_dir: Path) -> 
 
     configuration = registry.configuration(registry.resolve("other-name"))
 
-    assert configuration["Description"] == "the real one"
-    assert [f["FunctionName"] for f in registry.list_functions()["Functions"]] == ["other-name", "real"]
+    assert configuration.description == "the real one"
+    assert [f.name for f in registry.list_functions().configurations] == ["other-name", "real"]
 
 
 def test_a_symbolic_link_loop_in_the_code_is_skipped(functions_dir: Path) -> None:
@@ -174,4 +174,4 @@ def test_a_symbolic_link_loop_in_the_code_is_skipped(functions_dir: Path) -> Non
 
     configuration = registry.configuration(registry.resolve("loopy"))
 
-    assert configuration["CodeSize"] == len(HANDLER)
+    assert configuration.code_size == len(HANDLER)
