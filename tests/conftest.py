@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import socket
 import zipfile
@@ -153,3 +154,22 @@ async def issue_token(client, client_id: str = TEST_CLIENT_ID, client_secret: st
 async def auth_headers(client) -> dict[str, str]:
     """Authorization headers for the bootstrap test client."""
     return {"Authorization": f"Bearer {await issue_token(client)}"}
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[None]:
+    """main() and configure_logging() replace the root logger's handlers; put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    noisy = {name: logging.getLogger(name).level for name in ("botocore", "boto3", "urllib3")}
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    for name, noisy_level in noisy.items():
+        logging.getLogger(name).setLevel(noisy_level)

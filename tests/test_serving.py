@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,9 +23,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import serving
+from app import build_services
 from proto import lambda_action_pb2 as pb
 from proto import lambda_action_pb2_grpc as pb_grpc
-from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY, free_port
+from services.domain import Caller, InvokeRequest
+from serving import check_ports_free, embedded_runtime
+from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY, SettingsFactory, free_port
 from tests.fake_lambda import FakeLambda
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -392,3 +396,43 @@ def test_an_embedded_runtime_that_dies_is_started_again(start_module):
     assert reply.success
     assert json.loads(reply.payload) == {"again": True}
     assert module.stop() == 0, module.text()
+
+
+async def test_the_local_backend_starts_one_runtime_and_stops_it(make_settings: SettingsFactory):
+    settings = make_settings(LAMBDA_BACKEND="local", LOCAL_LAMBDA_PORT="0")
+    async with embedded_runtime(settings) as serving:
+        assert serving.local_lambda_port != 0
+        module = await build_services(serving)
+        try:
+            assert module.service.endpoint_url == f"http://127.0.0.1:{serving.local_lambda_port}"
+            result = await module.service.invoke(
+                InvokeRequest(function_name="waddlebot-echo", payload=b'{"via": "local"}'),
+                Caller(kind="service", name="test"),
+                "rest",
+            )
+            assert result.success
+            assert result.payload == '{"via": "local"}'
+            health = await module.service.health()
+            assert health.lambda_backend["backend"] == "local"
+        finally:
+            await module.close()
+    with socket.create_server(("127.0.0.1", serving.local_lambda_port)):
+        pass  # the port is free again: the runtime stopped
+
+
+async def test_a_local_runtime_that_cannot_listen_is_a_clear_start_up_error(make_settings: SettingsFactory):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        settings = make_settings(LAMBDA_BACKEND="local", LOCAL_LAMBDA_PORT=str(port))
+        with pytest.raises(OSError, match="LOCAL_LAMBDA_PORT"):
+            async with embedded_runtime(settings):
+                pass
+
+
+@pytest.mark.parametrize("variable", ["REST_PORT", "GRPC_PORT", "LOCAL_LAMBDA_PORT"])
+def test_a_port_in_use_stops_start_up_naming_its_variable(make_settings: SettingsFactory, variable: str):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        settings = make_settings(HOST="127.0.0.1", LAMBDA_BACKEND="local", **{variable: str(port)})
+        with pytest.raises(OSError, match=f"{variable}={port} cannot be used"):
+            check_ports_free(settings)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterator
 
 import pytest
 
+from app import Services, build_services, create_app
 from config import normalize_database_url
 from services.api_clients import ClientStore, validate_patterns
 from services.database import Database
-from services.errors import InvalidRequest
+from services.errors import InvalidRequest, Unauthenticated
+from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, SettingsFactory
 
 
 @pytest.fixture
@@ -102,3 +106,70 @@ async def test_badly_formed_patterns_are_refused(store: ClientStore, pattern):
 
 def test_well_formed_patterns_are_accepted():
     assert validate_patterns(["waddlebot-*", "fn_[ab]?", "[!x]*"]) == ("waddlebot-*", "fn_[ab]?", "[!x]*")
+
+
+async def test_without_a_key_a_development_client_is_printed_not_logged(
+    make_settings: SettingsFactory, aws, capsys, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.DEBUG)
+    settings = make_settings(MODULE_SECRET_KEY="", BOOTSTRAP_CLIENT_ID="", BOOTSTRAP_CLIENT_SECRET="")
+    assert settings.secret_key_generated
+    module = await build_services(settings)
+    try:
+        out = capsys.readouterr().out
+        match = re.search(r"client_id=local-dev client_secret=(\S+)", out)
+        assert match, out
+        secret = match.group(1)
+        assert "MODULE_SECRET_KEY" in out
+        assert secret not in caplog.text
+        assert await _issue_status(module, "local-dev", secret) == 200
+        assert await _issue_status(module, TEST_CLIENT_ID, TEST_CLIENT_SECRET) == 401
+    finally:
+        await module.close()
+
+
+async def test_a_restart_with_a_new_bootstrap_secret_replaces_the_old_one(
+    make_settings: SettingsFactory, database_url: str, aws
+):
+    first = await build_services(make_settings(DATABASE_URL=database_url))
+    try:
+        assert await _issue_status(first, TEST_CLIENT_ID, TEST_CLIENT_SECRET) == 200
+        await first.clients.set_active(TEST_CLIENT_ID, False)
+    finally:
+        await first.close()
+    new_secret = "a-replaced-bootstrap-secret-42"
+    second = await build_services(make_settings(DATABASE_URL=database_url, BOOTSTRAP_CLIENT_SECRET=new_secret))
+    try:
+        assert await _issue_status(second, TEST_CLIENT_ID, TEST_CLIENT_SECRET) == 401
+        assert await _issue_status(second, TEST_CLIENT_ID, new_secret) == 200
+        assert [client.client_id for client in await second.clients.list()] == [TEST_CLIENT_ID]
+    finally:
+        await second.close()
+
+
+async def test_a_configured_key_disables_a_development_client_left_in_the_database(
+    make_settings: SettingsFactory, capsys: pytest.CaptureFixture[str]
+):
+    development = await build_services(make_settings(MODULE_SECRET_KEY=""), lambda_client=object())
+    await development.close()
+    secret = re.search(r"client_secret=(\S+)", capsys.readouterr().out).group(1)
+
+    module = await build_services(make_settings(), lambda_client=object())
+    try:
+        left = await module.clients.get("local-dev")
+        assert left is not None
+        assert left.active is False
+        with pytest.raises(Unauthenticated):
+            await module.authenticator.issue_token("local-dev", secret, "127.0.0.1")
+    finally:
+        await module.close()
+
+
+async def _issue_status(module: Services, client_id: str, secret: str) -> int:
+    """The status POST /api/v1/token answers for these credentials, through the real app."""
+    app = create_app(module)
+    async with app.test_app() as test_app:
+        response = await test_app.test_client().post(
+            "/api/v1/token", json={"client_id": client_id, "client_secret": secret}
+        )
+        return response.status_code

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -28,11 +30,13 @@ from services.lambda_client import (
     botocore_config,
     build_lambda_client,
     build_local_lambda_client,
+    choose_lambda_backend,
     error_code,
     find_aws,
     retry_after_seconds,
     translate_error,
 )
+from tests.conftest import SettingsFactory
 from tests.fake_lambda import FakeLambda, Reply, closed_port_url
 
 ECHO = "waddlebot-echo"
@@ -411,3 +415,46 @@ def test_the_local_client_signs_with_placeholder_credentials_and_reaches_its_end
         client.close()
     assert response["StatusCode"] == 200
     assert response["Payload"].read() == b'{"a": 1}'
+
+
+@pytest.fixture
+def no_aws_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No AWS keys or profile files, whatever this machine has."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+
+
+@pytest.mark.usefixtures("no_aws_files")
+def test_auto_runs_locally_and_says_so_loudly_when_no_aws_is_configured(
+    make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+):
+    chosen = choose_lambda_backend(make_settings(LAMBDA_BACKEND="auto"), {})
+    assert chosen.lambda_backend == "local"
+    assert chosen.lambda_backend_reason == "auto: no AWS credentials or endpoint found"
+    [warning] = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert "embedded local runtime" in warning.getMessage()
+
+
+@pytest.mark.usefixtures("no_aws_files")
+def test_auto_uses_aws_when_an_endpoint_or_credentials_are_there(
+    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch
+):
+    by_endpoint = choose_lambda_backend(make_settings(LAMBDA_BACKEND="auto"), {"AWS_ENDPOINT_URL_LAMBDA": "http://x"})
+    assert (by_endpoint.lambda_backend, by_endpoint.lambda_backend_reason) == (
+        "aws",
+        "auto: AWS_ENDPOINT_URL_LAMBDA is set",
+    )
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    by_keys = choose_lambda_backend(make_settings(LAMBDA_BACKEND="auto"), {})
+    assert by_keys.lambda_backend == "aws"
+    assert by_keys.lambda_backend_reason == "auto: boto3 found credentials (env)"
+
+
+@pytest.mark.usefixtures("no_aws_files")
+@pytest.mark.parametrize("backend", ["aws", "local"])
+def test_a_chosen_backend_is_kept(make_settings: SettingsFactory, backend: str):
+    settings = make_settings(LAMBDA_BACKEND=backend)
+    assert choose_lambda_backend(settings, {"AWS_ENDPOINT_URL_LAMBDA": "http://x"}) is settings
