@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import socket
-import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from app import Services, build_services, create_app
 from config import Settings, load_settings
 from models import connect
+from tests.fake_lambda import FakeLambda
 
 TEST_SECRET_KEY = "test-secret-key-" + "k" * 64
 TEST_CLIENT_ID = "test-client"
@@ -93,43 +90,27 @@ def make_settings(tmp_path: Path, sqlite_url: str) -> SettingsFactory:
 
 
 @pytest.fixture
-def aws() -> Iterator[None]:
-    """moto's AWS, without Docker (moto then echoes the payload instead of running the handler)."""
-    with mock_aws(config={"lambda": {"use_docker": False}}):
-        yield
-
-
-def _handler_zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("handler.py", "def lambda_handler(event, context):\n    return event\n")
-    return buffer.getvalue()
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLambda]:
+    """AWS Lambda for the test: the hand-written fake endpoint (tests/fake_lambda.py), the one both transports'
+    suites use. boto3 is pointed at it, so every Lambda client the test builds calls it."""
+    with FakeLambda() as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", endpoint.url)
+        yield endpoint
 
 
 @pytest.fixture
-def create_function(aws: None) -> Callable[..., dict]:
-    """Create a function in moto; returns its configuration."""
-    iam = boto3.client("iam", region_name=AWS_REGION)
-    role = iam.create_role(RoleName="lambda-test-role", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    client = boto3.client("lambda", region_name=AWS_REGION)
+def create_function(aws: FakeLambda) -> Callable[..., dict]:
+    """Create a function (an echo) in the fake Lambda; returns its configuration."""
 
-    def create(name: str, publish: bool = False, **extra: object) -> dict:
-        return client.create_function(
-            FunctionName=name,
-            Runtime="python3.12",
-            Role=role,
-            Handler="handler.lambda_handler",
-            Code={"ZipFile": _handler_zip()},
-            Publish=publish,
-            **extra,
-        )
+    def create(name: str, *, Description: str = "", MemorySize: int = 128, Timeout: int = 3) -> dict:
+        return aws.add_function(name, description=Description, memory_size=MemorySize, timeout=Timeout).configuration()
 
     return create
 
 
 @pytest.fixture
 async def module(make_settings: SettingsFactory, aws: None) -> AsyncIterator[Services]:
-    """The module built as main() builds it, against moto and a fresh SQLite database."""
+    """The module built as main() builds it, against the fake Lambda and a fresh SQLite database."""
     built = await build_services(make_settings())
     yield built
     await built.close()

@@ -1,4 +1,4 @@
-"""GET /api/v1/functions and /api/v1/functions/<name>: the prefix guard and a client's patterns, against moto."""
+"""GET /api/v1/functions and /api/v1/functions/<name>: the prefix guard and a client's patterns."""
 
 from __future__ import annotations
 

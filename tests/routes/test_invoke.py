@@ -1,4 +1,4 @@
-"""POST /api/v1/invoke, /invoke-async and /batch through the real app, against moto (which echoes payloads)."""
+"""POST /api/v1/invoke, /invoke-async and /batch through the real app, against the fake Lambda (which echoes)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A first pass through the real app: token, invoke against moto, and the invocation's record."""
+"""A first pass through the real app: token, invoke against the fake Lambda, and the invocation's record."""
 
 from __future__ import annotations
 

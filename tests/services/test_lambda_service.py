@@ -73,7 +73,7 @@ async def make_module(make_settings, fake: FakeLambda) -> AsyncIterator[Services
 
 @pytest.fixture
 async def module(make_module: ServicesFactory) -> Services:
-    """The module against the fake Lambda and SQLite (this overrides the moto-backed `module` of conftest)."""
+    """The module against the fake Lambda and SQLite (with functions of its own)."""
     return await make_module()
 
 
