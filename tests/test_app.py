@@ -245,3 +245,11 @@ def test_an_unreachable_database_is_one_clear_line(monkeypatch: pytest.MonkeyPat
     assert "Connection refused" in err
     assert "Traceback" not in err
     assert "s3cret" not in err
+
+
+async def test_the_client_tool_prints_only_what_its_user_asked_for(environment: str, capsys):
+    code, out, err = await _run(capsys, "clients", "list")
+    assert code == 0
+    # No start-up chatter (such as the schema line) on either stream: only problems would be logged.
+    assert " INFO " not in out + err
+    assert "schema" not in out + err
