@@ -30,9 +30,9 @@ from routes import functions, health, invoke, token
 from routes.context import EXTENSION_KEY
 from routes.errors import register_error_handlers
 from routes.openapi import install_openapi
-from services.api_clients import ClientStore, prepare_clients
+from services.api_clients import ClientStore, prepare_clients, prepare_clients_once
 from services.auth import Authenticator
-from services.database import Database, connect_database, open_database
+from services.database import Database, connect_database
 from services.errors import ServiceError
 from services.invocation_log import InvocationLog
 from services.journal import Journal
@@ -147,12 +147,6 @@ async def build_servers(settings: Settings, prepare: bool) -> Servers:
     )
 
 
-async def prepare_once(settings: Settings) -> None:
-    """A WORKERS parent's one-time start-up work: tables created and clients prepared, for all its workers."""
-    async with open_database(settings, pool_size=1) as database:
-        await prepare_clients(settings, ClientStore(database))
-
-
 def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="app.py", description="Lambda Action Module")
     commands = parser.add_subparsers(dest="command")
@@ -188,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = choose_lambda_backend(settings, os.environ)
             check_ports_free(settings)
         if settings.workers > 1 and not worker:
-            return asyncio.run(supervise_workers(settings, prepare_once))
+            return asyncio.run(supervise_workers(settings, prepare_clients_once))
         asyncio.run(serve_process(settings, build_servers, parent_fd=arguments.parent_fd if worker else None))
     except ServiceError as error:
         logger.error("%s", error.message)

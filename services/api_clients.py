@@ -11,7 +11,7 @@ from pydal import DAL
 
 from config import Settings
 from services.client_secrets import hash_secret, new_secret
-from services.database import Database
+from services.database import Database, open_database
 from services.errors import InvalidRequest
 from services.invocation_log import utc_now
 
@@ -145,6 +145,12 @@ async def prepare_clients(settings: Settings, clients: ClientStore) -> None:
         if development is not None and development.active:
             await clients.set_active(DEV_CLIENT_ID, False)
             logger.warning("disabled the development client %s: MODULE_SECRET_KEY is configured", DEV_CLIENT_ID)
+
+
+async def prepare_clients_once(settings: Settings) -> None:
+    """`prepare_clients` with a database opened for it alone: a WORKERS parent's one-time start-up work."""
+    async with open_database(settings, pool_size=1) as database:
+        await prepare_clients(settings, ClientStore(database))
 
 
 def _announce_development_client(settings: Settings, secret: str) -> None:

@@ -215,7 +215,7 @@ class FakeLambda:
     def url(self) -> str:
         assert self._server is not None, "the fake is not started"
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> FakeLambda:
         self._server = _Server(self)
