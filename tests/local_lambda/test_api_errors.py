@@ -124,6 +124,8 @@ def test_a_huge_response_is_refused_before_the_runtime_holds_it(
         "enormous",
         f"def lambda_handler(event, context):\n    return 'x' * {response_size - 2}\n",
         memory_size=2048,
+        # Building and encoding 200 MB takes seconds on a loaded machine: the subject is the size, not the time.
+        timeout=60,
     )
     with start_runtime_process(functions_dir, port=0, ready_timeout=20) as runtime:
         response = make_lambda_client(runtime.endpoint_url).invoke(FunctionName="enormous")
