@@ -42,6 +42,8 @@ class RunningModule:
     grpc_port: int
     database: Path
     output: list[str]
+    # Copies the module's output (its workers' too) into `output` until every process holding the pipe has ended.
+    reader: threading.Thread
 
     @property
     def rest_url(self) -> str:
@@ -82,8 +84,11 @@ class RunningModule:
         return [(int(starter), int(runtime)) for starter, runtime in found]
 
     def stop(self) -> int:
+        """SIGTERM, then the exit status once the module has ended and all it wrote has been read."""
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+        code = self.process.wait(timeout=60)
+        self.reader.join(timeout=10)
+        return code
 
     def text(self) -> str:
         return "".join(self.output)
@@ -145,10 +150,13 @@ def start_module(tmp_path: Path, fake: FakeLambda) -> Iterator:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            # Its own process group, which its workers share even once orphaned: see _end_everything.
+            start_new_session=True,
         )
         output: list[str] = []
-        threading.Thread(target=lambda: output.extend(process.stdout), daemon=True).start()
-        module = RunningModule(process, rest_port, grpc_port, database, output)
+        reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
+        reader.start()
+        module = RunningModule(process, rest_port, grpc_port, database, output, reader)
         started.append(module)
         deadline = time.monotonic() + START_TIMEOUT
         # Ready means every process serves: with WORKERS, a call must be able to reach any of them.
@@ -167,14 +175,51 @@ def start_module(tmp_path: Path, fake: FakeLambda) -> Iterator:
 
     yield start
     for module in started:
-        # Whatever the test left running (a failed test may leave workers or a runtime): nothing outlives it.
-        leftovers = _descendants(module.process.pid)
-        if module.process.poll() is None:
-            module.process.kill()
-            module.process.wait()
-        for pid in leftovers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _end_everything(module)
+
+
+def _end_everything(module: RunningModule) -> None:
+    """Kill whatever the test left running: a failed test may leave the parent, workers, or the runtime."""
+    parent = module.process
+    leftovers: set[int] = set()
+    if parent.poll() is None:  # not reaped yet, so its pid and its children are still the module's
+        leftovers.update(_descendants(parent.pid))
+    # Workers whose parent was killed are orphans, no longer below it, but they stay in its process group;
+    # the runtime leads a session of its own and is found from the log.
+    leftovers.update(pid for pid in _group_members(parent.pid) if _is_the_modules(pid))
+    for _, runtime in module.runtime_pids():
+        if _is_the_modules(runtime):
+            leftovers.update((runtime, *_descendants(runtime)))
+    if parent.poll() is None:
+        parent.kill()
+        parent.wait()
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _group_members(pgid: int) -> set[int]:
+    """The processes in process group `pgid`, found by walking /proc."""
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # after the command: state, ppid, pgrp
+            members.add(int(entry.name))
+    return members
+
+
+def _is_the_modules(pid: int) -> bool:
+    """Whether `pid` runs app.py or the local runtime (a pid seen earlier may have been reused since)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"app.py" in command or b"local_lambda" in command
 
 
 def _descendants(pid: int) -> list[int]:
@@ -297,10 +342,11 @@ def test_two_workers_share_both_ports_and_stop_together(start_module, fake: Fake
         reply = module.invoke_echo(token, {"n": number})
         assert reply.success
         assert json.loads(reply.payload) == {"n": number}
+    assert module.stop() == 0, module.text()
+    # Read once the module has ended, so that the last calls' audit lines are in.
     answering = module.grpc_invokers()
     assert len(answering) == 2, module.text()
     assert module.process.pid not in answering
-    assert module.stop() == 0, module.text()
     assert len(_invocation_rows(module.database)) == 24
     assert "Traceback" not in module.text()
 
@@ -312,16 +358,21 @@ def test_workers_share_one_embedded_runtime_started_by_the_parent(start_module):
         reply = module.invoke_echo(token, {"n": number})
         assert reply.success
         assert json.loads(reply.payload) == {"n": number}
-    assert len(module.grpc_invokers()) == 2, module.text()
     [(starter, runtime_pid)] = module.runtime_pids()
     assert starter == module.process.pid
     assert module.stop() == 0, module.text()
+    assert len(module.grpc_invokers()) == 2, module.text()
     with pytest.raises(ProcessLookupError):
         os.kill(runtime_pid, 0)
 
 
 def _children(pid: int) -> set[int]:
-    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    """The children of `pid`, whichever of its threads started them (the runtime is started off the loop)."""
+    children = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            children.update(int(child) for child in (task / "children").read_text().split())
+    return children
 
 
 def _wait_gone(pids: set[int], seconds: float) -> set[int]:
@@ -341,18 +392,27 @@ def _wait_gone(pids: set[int], seconds: float) -> set[int]:
     return alive
 
 
-def test_workers_end_when_their_parent_is_killed(start_module, fake: FakeLambda):
+@pytest.mark.parametrize("backend", ["aws", "local"])
+def test_workers_and_the_embedded_runtime_end_when_their_parent_is_killed(start_module, fake: FakeLambda, backend: str):
     fake.add_function("waddlebot-echo")
-    module = start_module(WORKERS="2")
-    workers = _children(module.process.pid)
+    module = start_module(WORKERS="2", LAMBDA_BACKEND=backend, LOCAL_LAMBDA_PORT="0")
+    # One call first, so that with the local backend a function's worker runs under the runtime too.
+    assert module.invoke_echo(module.token(), {"n": 1}).success
+    workers = module.serving_pids()
+    runtimes = {runtime for _, runtime in module.runtime_pids()}
     assert len(workers) == 2
+    assert len(runtimes) == (1 if backend == "local" else 0)
+    assert _children(module.process.pid) == workers | runtimes
+    everything = set(_descendants(module.process.pid))
 
     module.process.kill()
     module.process.wait()
 
-    # No worker serves on without its parent: each notices the closed pipe and stops by itself.
-    assert _wait_gone(workers, 15) == set(), module.text()
-    assert "the parent process is gone; stopping" in module.text()
+    # Nothing serves on without its parent: each worker (and the runtime) notices the closed pipe and stops.
+    assert _wait_gone(everything, 15) == set(), module.text()
+    module.reader.join(timeout=10)
+    noticed = re.findall(r"\[(\d+)\] serving: the parent process is gone; stopping", module.text())
+    assert {int(pid) for pid in noticed} == workers, module.text()
 
 
 def test_the_parent_replaces_a_worker_that_dies(start_module, fake: FakeLambda):

@@ -1,4 +1,4 @@
-"""Client secrets and tokens: hashing, issuing, and turning bearer tokens into callers, over a real database."""
+"""Tokens: issuing them to clients, and turning bearer tokens into callers, over a real database."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from config import Settings
 from services.api_clients import ClientStore
 from services.auth import Authenticator
-from services.client_secrets import hash_secret, new_secret, verify_secret
+from services.client_secrets import hash_secret
 from services.database import Database
 from services.domain import Caller
 from services.errors import DatabaseUnavailable, Unauthenticated
@@ -52,45 +52,6 @@ def _encode(claims: dict, key: str = TEST_SECRET_KEY, algorithm: str = "HS256") 
 def _fresh_claims(**claims) -> dict:
     now = int(time.time())
     return {"iat": now, "exp": now + 60, **claims}
-
-
-def test_a_secret_verifies_against_its_hash():
-    hashed = hash_secret(SECRET)
-    assert verify_secret(SECRET, hashed)
-    assert SECRET not in hashed
-    assert hashed.startswith("scrypt$")
-
-
-def test_hashes_are_salted():
-    assert hash_secret(SECRET) != hash_secret(SECRET)
-
-
-def test_a_wrong_secret_does_not_verify():
-    hashed = hash_secret(SECRET)
-    assert not verify_secret(SECRET + "x", hashed)
-    assert not verify_secret("", hashed)
-
-
-@pytest.mark.parametrize(
-    "stored",
-    [
-        "",
-        "not-a-hash",
-        "scrypt$16384$8$1$onlyfive",
-        "bcrypt$16384$8$1$c2FsdA==$ZGlnZXN0",
-        "scrypt$many$8$1$c2FsdA==$ZGlnZXN0",
-        "scrypt$16384$8$1$!!!$ZGlnZXN0",
-        "scrypt$16384$8$1$c2FsdA==$ZGlnZXN0$extra",
-        "scrypt$3$8$1$c2FsdA==$ZGlnZXN0",
-    ],
-)
-def test_a_malformed_hash_does_not_verify(stored):
-    assert verify_secret(SECRET, stored) is False
-
-
-def test_new_secrets_are_long_and_different():
-    assert len(new_secret()) >= 32
-    assert new_secret() != new_secret()
 
 
 async def test_issued_token_names_the_client_and_expires_after_the_configured_time(authenticator: Authenticator):
