@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format proto bench clean
+.PHONY: install run test lint format proto bench bench-runtime clean
 
 install: $(STAMP)
 
@@ -25,8 +25,13 @@ test: install
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. proto/lambda_action.proto
 
-# Prints measurements, not pass or fail: how fast the embedded Lambda runtime answers through boto3.
+# Prints measurements, not pass or fail. `bench`: the module side by side with direct boto3, the minimal gateway
+# and the earlier module (BENCH_DATABASE_URL=postgresql://... logs to PostgreSQL); results in bench/results/.
 bench: install
+	$(BIN)/python bench/gateway_bench.py
+
+# How fast the embedded Lambda runtime alone answers through boto3.
+bench-runtime: install
 	$(BIN)/python bench/local_lambda_bench.py
 
 lint: install

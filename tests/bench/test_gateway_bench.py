@@ -1,0 +1,94 @@
+"""`make bench` keeps working: a smoke run measures every path and leaves nothing running.
+
+It asserts that the benchmark ran and measured, never a speed: speed is what the benchmark itself reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PEER = ROOT.parent / "shared" / "peer" / "lambda_action_module"
+SMOKE_TIMEOUT_SECONDS = 240
+
+
+def _processes_with(variable: bytes) -> list[int]:
+    """Pids of the processes whose environment holds `variable` (NAME=value)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if variable in environment:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def smoke_run(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict, Path]:
+    """One `gateway_bench.py --smoke`, its scratch folders under tmp_path; its output and its JSON result."""
+    out = tmp_path / "results"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "BENCH_", "PEER_"))}
+    environment["TMPDIR"] = str(scratch)
+    done = subprocess.run(
+        [sys.executable, "bench/gateway_bench.py", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_SECONDS,
+    )
+    results = sorted(out.glob("gateway-*.json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(results) == 1, done.stdout
+    return done, json.loads(results[0].read_text()), scratch
+
+
+def test_a_smoke_run_measures_every_path_and_leaves_nothing_running(smoke_run):
+    done, result, scratch = smoke_run
+    expected = {"direct", "minimal", "module_grpc", "module_rest"}
+    if PEER.is_dir():
+        expected |= {"peer_grpc", "peer_rest"}
+    else:
+        assert any("earlier module was left out" in note for note in result["notes"])
+    assert set(result["paths"]) == expected
+    assert result["errors"] == []
+
+    for name in ("latency", "echo_throughput", "sleep_throughput"):
+        runs = result["loads"][name]["results"]
+        assert set(runs) == expected, name
+        for key, figures in runs.items():
+            assert figures["calls"] > 0, (name, key)
+            assert figures["errors"] == 0, (name, key, figures["first_error"])
+            assert figures["p50_ms"] > 0, (name, key)
+            if key != "direct":  # the servers' own CPU, from /proc
+                assert figures["server_cpu_ms_per_call"] > 0, (name, key)
+
+    memory = result["memory"]
+    assert memory["idle_rss_kb"] > 0
+    for point, wanted in zip(memory["after"], (300, 400), strict=True):
+        assert point["invocations"] >= wanted
+        assert point["rss_kb"] > 0
+
+    batch = result["batch"]["results"]
+    assert batch["module_grpc"]["batch_ms"] > 0
+    assert batch["module_grpc"]["failed"] == 0
+    assert result["ratios"]["module_grpc_vs_minimal"]["echo_calls_per_s"] > 0
+
+    # The same figures are printed as a table.
+    assert "this module, gRPC" in done.stdout
+    assert "module gRPC / minimal gateway" in done.stdout
+    # Every child it started (runtime, module, gateways) ended with it, and its scratch folder is gone.
+    assert _processes_with(f"TMPDIR={scratch}".encode()) == []
+    assert list(scratch.iterdir()) == []
