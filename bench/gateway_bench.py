@@ -32,7 +32,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path[:0] = [str(BENCH_DIR), str(ROOT)]
 
-from gateway_compare import report  # noqa: E402
+from gateway_compare import profile, report  # noqa: E402
 from gateway_compare.callers import CallPath, DirectPath, GrpcPath, RestPath  # noqa: E402
 from gateway_compare.children import ChildFailed, rss_kb  # noqa: E402
 from gateway_compare.loads import Run, interleaved, run_load  # noqa: E402
@@ -54,6 +54,8 @@ from gateway_compare.servers import (  # noqa: E402
 from local_lambda import RuntimeProcess  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
+# How long py-spy samples each profiled path (--profile).
+PROFILE_SECONDS = 8.0
 
 
 @dataclass(frozen=True)
@@ -123,16 +125,20 @@ def _machine() -> dict[str, Any]:
 class Bench:
     """The servers and callers of one run, and the figures measured on them."""
 
-    def __init__(self, sizes: Sizes, scratch: Path, *, with_peer: bool) -> None:
+    def __init__(self, sizes: Sizes, scratch: Path, *, with_peer: bool, profile_dir: Path | None = None) -> None:
         self.sizes = sizes
         self.scratch = scratch
         self.with_peer = with_peer
+        # Where py-spy's samples of the module go, when the run profiles it.
+        self.profile_dir = profile_dir
         self.notes: list[str] = []
         self.servers: list[Server] = []
         self.paths: list[CallPath] = []
         self.runtime: RuntimeProcess | None = None
         self.module: Server | None = None
         self.database_label = ""
+        # (invocations the module has served, its RSS in kB), taken after every round of the loads.
+        self.rss_samples: list[tuple[int, int]] = []
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -207,12 +213,25 @@ class Bench:
                 for path in self.paths:
                     await run_load(path, function, callers, calls=max(sizes.warmup_calls, callers))
 
-            latency = await interleaved(self.paths, ECHO, 1, sizes.latency_rounds, calls=sizes.latency_calls)
+            profiled = await self._profile() if self.profile_dir is not None else None
+            latency = await interleaved(
+                self.paths, ECHO, 1, sizes.latency_rounds, calls=sizes.latency_calls, after_each=self._sample_rss
+            )
             echo = await interleaved(
-                self.paths, ECHO, sizes.echo_callers, sizes.echo_rounds, seconds=sizes.echo_seconds
+                self.paths,
+                ECHO,
+                sizes.echo_callers,
+                sizes.echo_rounds,
+                seconds=sizes.echo_seconds,
+                after_each=self._sample_rss,
             )
             sleep = await interleaved(
-                self.paths, SLEEP, sizes.sleep_callers, sizes.sleep_rounds, seconds=sizes.sleep_seconds
+                self.paths,
+                SLEEP,
+                sizes.sleep_callers,
+                sizes.sleep_rounds,
+                seconds=sizes.sleep_seconds,
+                after_each=self._sample_rss,
             )
             batch = await self._batch()
             memory = await self._memory(idle_rss)
@@ -243,7 +262,36 @@ class Bench:
             },
             "batch": batch,
             "memory": memory,
+            **({"profile": profiled} if profiled is not None else {}),
         }
+
+    async def _profile(self) -> dict[str, Any]:
+        """py-spy (threads holding the GIL) on the minimal gateway and the module, under an echo load on each path."""
+        assert self.profile_dir is not None
+        seconds, callers = PROFILE_SECONDS, self.sizes.echo_callers
+        profiles: dict[str, Any] = {}
+        for key in ("minimal", "module_grpc", "module_rest"):
+            path = self.path(key)
+            assert path is not None
+            assert path.server is not None
+            raw = self.profile_dir / f"profile-{key}-{time.strftime('%Y%m%d-%H%M%S')}.txt"
+            sampler = profile.start_py_spy(path.server.child.pid, seconds, raw, gil_only=True)
+            try:
+                run = await run_load(path, ECHO, callers, seconds=seconds)
+            finally:
+                _, problems = await asyncio.to_thread(sampler.communicate)
+            if sampler.returncode != 0 or not raw.exists():
+                self.notes.append(f"py-spy failed on {key}: {problems.decode(errors='replace')[-300:]}")
+                continue
+            profiles[key] = {
+                "seconds": seconds,
+                "callers": callers,
+                "calls": run.calls,
+                "server_cpu_ms_per_call": run.summary()["server_cpu_ms_per_call"],
+                "samples": str(raw),
+                "gil_ms_per_call": profile.summarise(raw.read_text().splitlines(), run.calls),
+            }
+        return profiles
 
     async def _batch(self) -> dict[str, Any]:
         """A BatchInvoke of `batch_size` echo calls against as many single calls in a row, per path; medians."""
@@ -267,21 +315,32 @@ class Bench:
             results[path.key] = figures
         return {"size": size, "rounds": rounds, "results": results}
 
-    async def _memory(self, idle_rss: int) -> dict[str, Any]:
-        """The module's RSS after it has served each of `memory_points` invocations (filled over gRPC)."""
+    def _served(self) -> int:
+        return sum(path.invocations for path in self.paths if path.server is self.module)
+
+    def _sample_rss(self) -> None:
         assert self.module is not None
+        self.rss_samples.append((self._served(), rss_kb(self.module.child.pid)))
+
+    async def _memory(self, idle_rss: int) -> dict[str, Any]:
+        """The module's RSS once it has served each of `memory_points` invocations.
+
+        The first sample taken after a round of the loads at or past the point; where the loads did not get there,
+        echo calls over gRPC fill up to it.
+        """
         grpc_path = self.path("module_grpc")
         assert grpc_path is not None
         callers = self.sizes.echo_callers
         after = []
         for point in self.sizes.memory_points:
-            served = sum(path.invocations for path in self.paths if path.server is self.module)
-            if served < point:
-                run = await run_load(grpc_path, ECHO, callers, calls=point - served)
+            sample = next((sample for sample in self.rss_samples if sample[0] >= point), None)
+            if sample is None:
+                run = await run_load(grpc_path, ECHO, callers, calls=point - self._served())
                 if run.errors:
                     self.notes.append(f"memory fill: {run.errors} calls failed ({run.first_error})")
-            served = sum(path.invocations for path in self.paths if path.server is self.module)
-            after.append({"invocations": served, "rss_kb": rss_kb(self.module.child.pid)})
+                self._sample_rss()
+                sample = self.rss_samples[-1]
+            after.append({"invocations": sample[0], "rss_kb": sample[1]})
         return {"idle_rss_kb": idle_rss, "fill_callers": callers, "after": after}
 
 
@@ -301,12 +360,15 @@ def _errors_in(result: dict[str, Any]) -> list[str]:
     return found
 
 
-def run(sizes: Sizes, *, with_peer: bool, out_dir: Path, markdown: bool) -> tuple[dict[str, Any], Path]:
+def run(
+    sizes: Sizes, *, with_peer: bool, out_dir: Path, markdown: bool, profile_module: bool = False
+) -> tuple[dict[str, Any], Path]:
     """One whole run: start everything, measure, stop everything; the result and where its JSON went."""
     began = time.perf_counter()
     machine = _machine()
+    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lambda-action-bench-") as scratch_name:
-        bench = Bench(sizes, Path(scratch_name), with_peer=with_peer)
+        bench = Bench(sizes, Path(scratch_name), with_peer=with_peer, profile_dir=out_dir if profile_module else None)
         with bench.running():
             bench.start()
             measured = asyncio.run(bench.measure())
@@ -321,7 +383,6 @@ def run(sizes: Sizes, *, with_peer: bool, out_dir: Path, markdown: bool) -> tupl
     result["notes"].extend(result["errors"])
     result["ratios"] = report.compute_ratios(result)
     result["duration_s"] = round(time.perf_counter() - began, 1)
-    out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_path = out_dir / f"gateway-{stamp}.json"
     out_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -336,11 +397,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a few hundred calls per path, to check it runs")
     parser.add_argument("--no-peer", action="store_true", help="leave the earlier module out")
     parser.add_argument("--markdown", action="store_true", help="print the tables as markdown (for the README)")
+    parser.add_argument(
+        "--profile", action="store_true", help="also sample the module with py-spy under an echo load, per transport"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON result goes")
     args = parser.parse_args(argv)
     try:
         result, _ = run(
-            SMOKE if args.smoke else FULL, with_peer=not args.no_peer, out_dir=args.out, markdown=args.markdown
+            SMOKE if args.smoke else FULL,
+            with_peer=not args.no_peer,
+            out_dir=args.out,
+            markdown=args.markdown,
+            profile_module=args.profile,
         )
     except ChildFailed as error:
         print(f"bench: a server did not start: {error}", file=sys.stderr)

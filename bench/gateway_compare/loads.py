@@ -173,6 +173,7 @@ async def interleaved(
     seconds: float | None = None,
     calls: int | None = None,
     warmup_calls: int = 0,
+    after_each: Callable[[], None] | None = None,
 ) -> dict[str, Run]:
     """`rounds` rounds of the load on every path, interleaved; per path, the rounds folded into one Run.
 
@@ -187,4 +188,6 @@ async def interleaved(
         shift = number % len(paths)
         for path in [*paths[shift:], *paths[:shift]]:
             totals[path.key].add(await run_load(path, function, callers, seconds=seconds, calls=calls))
+            if after_each is not None:
+                after_each()
     return totals

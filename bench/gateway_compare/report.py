@@ -72,6 +72,10 @@ def _ms(value: float | None) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
+def _ms3(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -186,7 +190,7 @@ def tables(result: Mapping[str, Any]) -> list[Table]:
         )
     out.append(
         Table(
-            f"module memory (RSS; filled by gRPC, {memory['fill_callers']} callers, echo)",
+            "module memory (RSS, sampled between the rounds of the loads above)",
             ["when", "MB", "xidle"],
             rows,
         )
@@ -237,6 +241,22 @@ def tables(result: Mapping[str, Any]) -> list[Table]:
             rows,
         )
     )
+    profiled = result.get("profile") or {}
+    if profiled:
+        keys = list(profiled)
+        areas = [area for area in profiled[keys[-1]]["gil_ms_per_call"] if area != "all"]
+        areas += sorted({area for key in keys for area in profiled[key]["gil_ms_per_call"]} - {*areas, "all"})
+        rows = [[area, *(_ms3(profiled[key]["gil_ms_per_call"].get(area)) for key in keys)] for area in [*areas, "all"]]
+        rows.append(["CPU ms/call, all threads", *(_ms3(profiled[key]["server_cpu_ms_per_call"]) for key in keys)])
+        first = profiled[keys[0]]
+        out.append(
+            Table(
+                f"where the time goes: ms per call holding the GIL, by area (py-spy, {first['seconds']:g} s of echo "
+                f"at {first['callers']} callers per path)",
+                ["area", *(labels[key] for key in keys)],
+                rows,
+            )
+        )
     return out
 
 
