@@ -88,8 +88,18 @@ class InvocationLog:
         self._journal.check_room()
 
     def record_start(self, record: InvocationStart) -> None:
-        """Journal the start of an invocation (before Lambda is called); OSError when the journal cannot be written."""
+        """Journal the start of an invocation (before Lambda is called); OSError when the journal cannot be written.
+
+        Blocking: called by the thread that then calls Lambda.
+        """
         self._journal.append_start(_start_entry(record))
+
+    def record_outcome_blocking(self, record: InvocationStart, outcome: InvocationOutcome) -> None:
+        """Journal how an invocation ended, durable on return; OSError when it could not be (see `record_directly`).
+
+        Blocking: called by the thread that called Lambda, right after its answer.
+        """
+        self._journal.append_outcome_durable(_outcome_entry(record, outcome))
 
     async def record_outcome(self, record: InvocationStart, outcome: InvocationOutcome) -> None:
         """Journal how an invocation ended and return once that is durable; never raises.
@@ -103,19 +113,25 @@ class InvocationLog:
             logger.error(
                 "the journal did not take the outcome of %s (%s); writing it directly", record.invocation_id, error
             )
-            try:
-                whole = [_start_entry(record), _outcome_entry(record, outcome)]
-                await self._database.run(functools.partial(write_batch, entries=whole))
-            except Exception as direct_error:
-                logger.critical("the outcome of invocation %s is lost: %s", record.invocation_id, direct_error)
+            await self.record_directly(record, outcome)
 
     async def record_whole(self, record: InvocationStart, outcome: InvocationOutcome) -> None:
-        """Journal an invocation that never reached Lambda (refused), start and outcome at once."""
+        """Journal an invocation that never reached Lambda (refused), start and outcome at once; never raises."""
         try:
-            self._journal.append_start(_start_entry(record))
+            await self._journal.append_whole(_start_entry(record), _outcome_entry(record, outcome))
         except Exception as error:
-            logger.error("the journal did not take refused invocation %s: %s", record.invocation_id, error)
-        await self.record_outcome(record, outcome)
+            logger.error(
+                "the journal did not take refused invocation %s (%s); writing it directly", record.invocation_id, error
+            )
+            await self.record_directly(record, outcome)
+
+    async def record_directly(self, record: InvocationStart, outcome: InvocationOutcome) -> None:
+        """Write the whole record to the database, bypassing the journal (it could not take it); never raises."""
+        try:
+            whole = [_start_entry(record), _outcome_entry(record, outcome)]
+            await self._database.run(functools.partial(write_batch, entries=whole))
+        except Exception as direct_error:
+            logger.critical("the outcome of invocation %s is lost: %s", record.invocation_id, direct_error)
 
     def state(self) -> JournalState:
         """The record path's state right now."""

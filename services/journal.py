@@ -10,6 +10,12 @@ On disk, under LOG_SPOOL_DIR:
     <pid>-<ms>/lock         held by the process writing that folder: each process starts a folder of its own
     <pid>-<ms>/<n>.journal  segments of JSON lines, numbered in order
 
+The segment being written is mapped into memory (a shared mapping of a file made SEGMENT_BYTES long up front): an
+entry is written by copying it into the mapping, with no system call, so the event loop never gives up the GIL to
+write one and the pages belong to the kernel the moment the copy ends (a SIGKILL leaves them in the file).
+fdatasync on the file makes them durable. The unwritten rest of a segment reads as zero bytes, which no entry holds
+(entries are ASCII JSON lines), so a reader knows where the entries end.
+
 A segment is deleted once everything in it is in the database and no invocation started in it is still running.
 A folder whose lock nobody holds was left by a process that ended: another process adopts it, completes what it
 left running as interrupted, and ships it.
@@ -22,7 +28,9 @@ import contextlib
 import fcntl
 import json
 import logging
+import mmap
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -78,6 +86,8 @@ class Segment:
     shipped: int = 0
     # Invocations started in this segment whose outcome is not yet written: it is kept until there are none.
     open_starts: int = 0
+    # The file's length on disk: SEGMENT_BYTES (or one entry's size) for a segment this process writes.
+    capacity: int = 0
 
 
 @dataclass
@@ -106,14 +116,23 @@ class Journal:
         self.max_bytes = max_bytes
         self.folders: list[JournalFolder] = []
         self._fd = -1
+        self._map: mmap.mmap | None = None
         self._segment: Segment | None = None
         # Bytes written and bytes made durable since start: positions in one sequence across segments.
         self._written = 0
         self._synced = 0
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
-        self._syncing: asyncio.Task[None] | None = None
-        self._retired_fds: list[int] = []
-        self._sync_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-sync")
+        # Segments written to before the current one, with their descriptors and mappings, made durable (and then
+        # closed) by the next group sync: outcomes written to them may still be waiting for it.
+        self._retired: list[tuple[Segment, int, mmap.mmap]] = []
+        # Bytes in every folder's segments that the database does not hold yet (kept, not summed, per call).
+        self._unshipped = 0
+        self._folder_changed = False
+        # Guards the bookkeeping and the mapping's end: entries are appended by the threads that call Lambda.
+        self._lock = threading.Lock()
+        # Held by the thread making an fdatasync; the others wait on it, then find themselves covered.
+        self._sync_lock = threading.Lock()
+        # For journal writes of code on the event loop (refusals, failures): they too keep off the loop.
+        self._io_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-io")
         # The segment each running invocation's start is in, so its outcome can release that segment.
         self._start_segment: dict[str, Segment] = {}
         # (segment number, end offset, wall time) of entries not yet shipped, oldest first: the shipping lag.
@@ -139,7 +158,9 @@ class Journal:
                 if adopted is not None:
                     logger.info("adopting the journal %s left by a process that ended", candidate)
                     self.folders.append(adopted)
-        self._start_new_segment()
+        self._unshipped = sum(folder.unshipped_bytes() for folder in self.folders)
+        with self._lock:
+            self._start_new_segment(SEGMENT_BYTES)
 
     def _claim(self, path: Path, *, own: bool) -> JournalFolder | None:
         path.mkdir(parents=True, exist_ok=True)
@@ -158,23 +179,34 @@ class Journal:
         _complete_interrupted(folder)
         return folder
 
-    def _start_new_segment(self) -> None:
+    def _start_new_segment(self, capacity: int) -> None:
+        """Begin the next segment of this process's folder (under the lock)."""
         own = self.folders[0]
         number = own.segments[-1].number + 1 if own.segments else 1
-        segment = Segment(number=number, path=own.path / f"{number:010d}{_SUFFIX}")
-        fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        if self._fd >= 0:
-            # Made durable (and closed) by the next group sync: outcomes written to it may still be waiting.
-            self._retired_fds.append(self._fd)
+        segment = Segment(number=number, path=own.path / f"{number:010d}{_SUFFIX}", capacity=capacity)
+        fd = os.open(segment.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            # Blocks allocated now, not when a page of the mapping is first written: a full disk is an OSError
+            # here (the invocation falls back to writing its record directly), never a SIGBUS in the middle of a copy.
+            os.posix_fallocate(fd, 0, capacity)
+            mapping = mmap.mmap(fd, capacity, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._segment is not None and self._map is not None:
+            self._retired.append((self._segment, self._fd, self._map))
         self._fd = fd
+        self._map = mapping
         self._segment = segment
         own.segments.append(segment)
+        # The folder's entry for the new file is made durable with the next group sync.
+        self._folder_changed = True
 
     # -- writing -------------------------------------------------------------------------------------------
 
     def check_room(self) -> None:
         """JournalFull when the journal holds LOG_SPOOL_MAX_BYTES: a new invocation could not be recorded."""
-        held = self.unshipped_bytes()
+        held = self._unshipped
         if held >= self.max_bytes:
             raise JournalFull(
                 f"the invocation journal holds {held} bytes (LOG_SPOOL_MAX_BYTES={self.max_bytes}) that the "
@@ -182,67 +214,81 @@ class Journal:
             )
 
     def append_start(self, entry: Entry) -> None:
-        """Write an invocation's start (before Lambda is called); it survives a SIGKILL from here on."""
-        segment = self._append(entry)
-        segment.open_starts += 1
-        self._start_segment[entry["invocation_id"]] = segment
+        """Write an invocation's start (before Lambda is called); it survives a SIGKILL from here on.
+
+        From any thread; OSError when the journal cannot be written.
+        """
+        line = _encode(entry)
+        with self._lock:
+            segment, _ = self._append(line)
+            segment.open_starts += 1
+            self._start_segment[entry["invocation_id"]] = segment
+
+    def append_outcome_durable(self, entry: Entry) -> None:
+        """Write an invocation's outcome and return once it is durable (one fdatasync for all the threads waiting).
+
+        Blocking, from any thread; OSError when the outcome could not be written or made durable.
+        """
+        line = _encode(entry)
+        with self._lock:
+            _, position = self._append(line)
+            started_in = self._start_segment.pop(entry["invocation_id"], None)
+            if started_in is not None:
+                started_in.open_starts -= 1
+        self._sync_to(position)
 
     async def append_outcome(self, entry: Entry) -> None:
-        """Write an invocation's outcome and return once it is durable (one fdatasync for every outcome waiting)."""
-        self._append(entry)
-        started_in = self._start_segment.pop(entry["invocation_id"], None)
-        if started_in is not None:
-            started_in.open_starts -= 1
-        await self._durable(self._written)
+        """`append_outcome_durable` for code on the event loop, run on the journal's own thread."""
+        await asyncio.get_running_loop().run_in_executor(self._io_thread, self.append_outcome_durable, entry)
 
-    def _append(self, entry: Entry) -> Segment:
+    async def append_whole(self, start: Entry, outcome: Entry) -> None:
+        """Start and outcome of an invocation that never reached Lambda, durable on return (journal's own thread)."""
+
+        def write_both() -> None:
+            self.append_start(start)
+            self.append_outcome_durable(outcome)
+
+        await asyncio.get_running_loop().run_in_executor(self._io_thread, write_both)
+
+    def _append(self, line: bytes) -> tuple[Segment, int]:
+        """Copy one encoded entry into the mapping (under the lock); its segment and the position just past it."""
         if self._closed:
             raise OSError("the invocation journal is closed")
-        # ASCII with escapes: any text (a lone surrogate included) reads back exactly as it was written.
-        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode("ascii")
         segment = self._segment
         assert segment is not None
-        if segment.size >= SEGMENT_BYTES:
-            self._start_new_segment()
+        if segment.size + len(line) > segment.capacity:
+            # An entry larger than a segment (a payload of megabytes) gets a segment of its own size.
+            self._start_new_segment(max(SEGMENT_BYTES, len(line)))
             segment = self._segment
             assert segment is not None
-        written = 0
-        while written < len(line):
-            written += os.write(self._fd, line[written:])
+        assert self._map is not None
+        self._map[segment.size : segment.size + len(line)] = line
         segment.size += len(line)
         self._written += len(line)
+        self._unshipped += len(line)
         self._unshipped_times.append((segment.number, segment.size, time.time()))
-        return segment
+        return segment, self._written
 
-    async def _durable(self, position: int) -> None:
+    def _sync_to(self, position: int) -> None:
+        """Return once everything up to `position` is durable: one thread's fdatasync covers all who wait for it."""
         if self._synced >= position:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((position, waiter))
-        if self._syncing is None or self._syncing.done():
-            self._syncing = asyncio.ensure_future(self._sync_waiting())
-        await waiter
-
-    async def _sync_waiting(self) -> None:
-        """fdatasync for everyone waiting; those who arrive meanwhile are covered by the next round."""
-        loop = asyncio.get_running_loop()
-        while self._waiters:
-            target = self._written
-            fds, self._retired_fds = [self._fd, *self._retired_fds], []
-            try:
-                await loop.run_in_executor(self._sync_thread, _sync_and_close_retired, fds)
-            except OSError as error:
-                failed = [waiter for _, waiter in self._waiters]
-                self._waiters.clear()
-                for waiter in failed:
-                    if not waiter.done():
-                        waiter.set_exception(OSError(f"the invocation journal could not be made durable: {error}"))
+        with self._sync_lock:
+            if self._synced >= position:  # covered by the fdatasync of the thread this one waited for
                 return
-            self._synced = max(self._synced, target)
-            while self._waiters and self._waiters[0][0] <= self._synced:
-                _, waiter = self._waiters.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
+            with self._lock:
+                if self._closed:
+                    raise OSError("the invocation journal is closed")
+                target = self._written
+                retired, self._retired = self._retired, []
+                folder = self.folders[0].path if self._folder_changed else None
+                self._folder_changed = False
+                current_fd = self._fd
+            try:
+                _sync_segments(current_fd, retired, folder)
+            except OSError as error:
+                raise OSError(f"the invocation journal could not be made durable: {error}") from error
+            self._synced = target
 
     # -- the shipper's side -------------------------------------------------------------------------------
 
@@ -254,35 +300,39 @@ class Journal:
         """
         entries: list[tuple[Segment, int, Entry]] = []
         problems: list[str] = []
-        for folder in list(self.folders):
-            for segment in list(folder.segments):
+        with self._lock:
+            # What is written by now; entries appended later wait for the next batch.
+            ends = [(segment, segment.shipped, segment.size) for folder in self.folders for segment in folder.segments]
+        for segment, shipped, size in ends:
+            if len(entries) >= max_entries:
+                return entries, problems
+            if shipped >= size:
+                continue
+            with open(segment.path, "rb") as file:
+                file.seek(shipped)
+                data = file.read(size - shipped)
+            offset = shipped
+            for raw in data.split(b"\n")[:-1]:
+                offset += len(raw) + 1
+                try:
+                    entries.append((segment, offset, json.loads(raw)))
+                except ValueError:
+                    problems.append(f"{segment.path} at byte {offset - len(raw) - 1}: not an entry, skipped")
+                    entries.append((segment, offset, {}))
                 if len(entries) >= max_entries:
-                    return entries, problems
-                size = segment.size
-                if segment.shipped >= size:
-                    continue
-                with open(segment.path, "rb") as file:
-                    file.seek(segment.shipped)
-                    data = file.read(size - segment.shipped)
-                offset = segment.shipped
-                for raw in data.split(b"\n")[:-1]:
-                    offset += len(raw) + 1
-                    try:
-                        entries.append((segment, offset, json.loads(raw)))
-                    except ValueError:
-                        problems.append(f"{segment.path} at byte {offset - len(raw) - 1}: not an entry, skipped")
-                        entries.append((segment, offset, {}))
-                    if len(entries) >= max_entries:
-                        break
+                    break
         return entries, problems
 
     def mark_shipped(self, shipped: list[tuple[Segment, int, Entry]]) -> None:
         """Record what the database now holds, and delete the segments nobody needs any more."""
-        for segment, offset, _ in shipped:
-            segment.shipped = max(segment.shipped, offset)
-        while self._unshipped_times and self._is_shipped(*self._unshipped_times[0][:2]):
-            self._unshipped_times.popleft()
-        self._trim()
+        with self._lock:
+            for segment, offset, _ in shipped:
+                if offset > segment.shipped:
+                    self._unshipped -= offset - segment.shipped
+                    segment.shipped = offset
+            while self._unshipped_times and self._is_shipped(*self._unshipped_times[0][:2]):
+                self._unshipped_times.popleft()
+            self._trim()
 
     def _is_shipped(self, number: int, end: int) -> bool:
         for folder in self.folders:
@@ -317,25 +367,34 @@ class Journal:
 
     def unshipped_bytes(self) -> int:
         """Bytes written to the journal that the database does not hold yet."""
-        return sum(folder.unshipped_bytes() for folder in self.folders)
+        return self._unshipped
 
     def lag_seconds(self) -> float:
         """How long the oldest entry of this process not yet in the database has waited."""
-        if not self._unshipped_times:
+        try:
+            oldest = self._unshipped_times[0][2]
+        except IndexError:  # none, or the shipper took the last one just now
             return 0.0
-        return max(0.0, time.time() - self._unshipped_times[0][2])
+        return max(0.0, time.time() - oldest)
 
     def close(self) -> None:
         """Make everything durable and release the files (entries not shipped stay for the next start)."""
-        if self._closed:
-            return
-        self._closed = True
-        for fd in [self._fd, *self._retired_fds]:
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.fdatasync(fd)
-                    os.close(fd)
-        self._sync_thread.shutdown(wait=True)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._io_thread.shutdown(wait=True)
+        with self._sync_lock, self._lock:  # after any fdatasync under way
+            segments = [*self._retired, *([(self._segment, self._fd, self._map)] if self._map is not None else [])]
+            self._retired, self._map, self._fd = [], None, -1
+        for segment, fd, mapping in segments:
+            with contextlib.suppress(OSError, ValueError):
+                mapping.close()
+                os.fdatasync(fd)
+                # The zero bytes past the entries are not needed once nobody writes the file.
+                if segment is not None and segment.path.exists():
+                    os.ftruncate(fd, segment.size)
+                os.close(fd)
         for folder in self.folders:
             with contextlib.suppress(OSError):
                 os.close(folder.lock_fd)
@@ -391,22 +450,42 @@ def _entries(folder: JournalFolder) -> Iterator[Entry]:
                         yield json.loads(raw)
 
 
-def _sync_and_close_retired(fds: list[int]) -> None:
-    current, *retired = fds
-    os.fdatasync(current)
-    for fd in retired:
+def _encode(entry: Entry) -> bytes:
+    # ASCII with escapes: any text (a lone surrogate included) reads back exactly as it was written, and no entry
+    # holds a zero byte.
+    return (json.dumps(entry, separators=(",", ":")) + "\n").encode("ascii")
+
+
+def _sync_segments(current_fd: int, retired: list[tuple[Segment, int, mmap.mmap]], folder: Path | None) -> None:
+    """fdatasync the segment being written and those retired since the last sync (then closed), and the folder when
+    a segment was created in it since."""
+    os.fdatasync(current_fd)
+    for segment, fd, mapping in retired:
         os.fdatasync(fd)
+        mapping.close()
+        with contextlib.suppress(OSError):  # the shipper may have deleted it already
+            os.ftruncate(fd, segment.size)
         os.close(fd)
+    if folder is not None:
+        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder_fd)
+        finally:
+            os.close(folder_fd)
 
 
 def _whole_entries_size(path: Path) -> int:
-    """The file's size after cutting a torn last line (a write the end of its process interrupted)."""
+    """The size of the file's whole entries; a torn last one (its process ended mid-write) and the unwritten zero
+    bytes of a segment cut off."""
     data = path.read_bytes()
-    whole = data.rfind(b"\n") + 1
+    unwritten = data.find(b"\0")
+    written = data if unwritten < 0 else data[:unwritten]
+    whole = written.rfind(b"\n") + 1
     if whole < len(data):
         with open(path, "r+b") as file:
             file.truncate(whole)
-        logger.warning("%s ended in a torn entry (%d bytes), cut off", path, len(data) - whole)
+        if whole < len(written):
+            logger.warning("%s ended in a torn entry (%d bytes), cut off", path, len(written) - whole)
     return whole
 
 

@@ -292,45 +292,76 @@ class LambdaService:
         self, request: InvokeRequest, record: InvocationStart, deadline: float | None
     ) -> InvokeResult:
         started = time.perf_counter()
-        try:
-            self._log.record_start(record)
-        except OSError as error:
-            logger.error("the invocation journal cannot be written: %s", error)
-            raise DatabaseUnavailable(
-                "the invocation could not be recorded (the module's journal cannot be written); retry later"
-            ) from None
         arguments = _invoke_arguments(request)
         mode = RetryMode.INVOKE_EVENT if request.invocation_type == "Event" else RetryMode.INVOKE_SYNC
+        journaled = _Journaled()
         try:
-            response, payload = await self._call(
-                lambda: self._invoke_blocking(arguments), mode, record.function_name, request.qualifier, deadline
+            result, outcome = await self._call(
+                functools.partial(self._invoke_and_record, arguments, record, started, journaled),
+                mode,
+                record.function_name,
+                request.qualifier,
+                deadline,
             )
         except Exception as error:
-            await self._record_failure(record, error, (time.perf_counter() - started) * 1000)
+            duration_ms = (time.perf_counter() - started) * 1000
+            if journaled.start_failed:
+                raise  # refused: the journal cannot take it, and no invocation runs unrecorded
+            # Ended before its first attempt (the caller's deadline), or during one: recorded either way.
+            await self._record_failure(record, error, duration_ms, started=journaled.started)
             if not isinstance(error, ServiceError):
                 logger.exception("invocation %s failed unexpectedly", record.invocation_id)
             raise
-        duration_ms = (time.perf_counter() - started) * 1000
-        result = _invoke_result(record, response, payload, duration_ms)
-        await self._log.record_outcome(
-            record,
-            InvocationOutcome(
-                success=result.success,
-                completed_at=utc_now(),
-                duration_ms=duration_ms,
-                status_code=result.status_code,
-                response_payload=result.payload,
-                function_error=result.function_error,
-                executed_version=result.executed_version,
-                request_id=result.request_id,
-                error_message=_function_error_message(result),
-            ),
-        )
-        outcome = "success" if result.success else f"function_error:{result.function_error}"
+        if journaled.outcome_error is not None:
+            logger.error(
+                "the journal did not take the outcome of %s (%s); writing it directly",
+                record.invocation_id,
+                journaled.outcome_error,
+            )
+            await self._log.record_directly(record, outcome)
+        status = "success" if result.success else f"function_error:{result.function_error}"
         audit.invocation(
-            record.caller, record.transport, record.function_name, record.invocation_type, outcome, duration_ms
+            record.caller, record.transport, record.function_name, record.invocation_type, status, result.duration_ms
         )
         return result
+
+    def _invoke_and_record(
+        self, arguments: dict[str, Any], record: InvocationStart, started: float, journaled: _Journaled
+    ) -> tuple[InvokeResult, InvocationOutcome]:
+        """One attempt, on an executor thread: journal the start (first attempt only), call Lambda, journal the outcome.
+
+        The journal's I/O happens here, beside the call, so an invocation takes one hand-off from the event loop.
+        """
+        if not journaled.started:
+            try:
+                self._log.record_start(record)
+            except OSError as error:
+                journaled.start_failed = True
+                logger.error("the invocation journal cannot be written: %s", error)
+                raise DatabaseUnavailable(
+                    "the invocation could not be recorded (the module's journal cannot be written); retry later"
+                ) from None
+            journaled.started = True
+        response, payload = self._invoke_blocking(arguments)
+        duration_ms = (time.perf_counter() - started) * 1000
+        result = _invoke_result(record, response, payload, duration_ms)
+        outcome = InvocationOutcome(
+            success=result.success,
+            completed_at=utc_now(),
+            duration_ms=duration_ms,
+            status_code=result.status_code,
+            response_payload=result.payload,
+            function_error=result.function_error,
+            executed_version=result.executed_version,
+            request_id=result.request_id,
+            error_message=_function_error_message(result),
+        )
+        try:
+            self._log.record_outcome_blocking(record, outcome)
+        except Exception as error:
+            # The answer stands: the loop writes the record to the database directly instead.
+            journaled.outcome_error = error
+        return result, outcome
 
     async def _record_failure(
         self,
@@ -410,6 +441,15 @@ class LambdaService:
                     self._retry.max_retries,
                 )
                 await self._sleep(delay)
+
+
+@dataclass
+class _Journaled:
+    """What an invocation's executor thread got into the journal (shared across its attempts)."""
+
+    started: bool = False
+    start_failed: bool = False
+    outcome_error: Exception | None = None
 
 
 def _start_record(request: InvokeRequest, name: str, caller: Caller, transport: Transport) -> InvocationStart:

@@ -197,85 +197,129 @@ class _BatchRefused(Exception):
 def write_batch(db: DAL, entries: Iterable[Entry]) -> None:
     """Write journal entries to `lambda_invocations` in the caller's transaction; a replay changes nothing."""
     rows: dict[str, dict[str, Any]] = {}
+    started: set[str] = set()
     for entry in entries:
         invocation_id = entry.get("invocation_id")
         if not isinstance(invocation_id, str):
             continue
         row = rows.setdefault(invocation_id, {})
-        fields = START_FIELDS if entry.get("kind") == "start" else OUTCOME_FIELDS
+        fields: tuple[str, ...]
+        if entry.get("kind") == "start":
+            started.add(invocation_id)
+            fields = START_FIELDS
+        else:
+            fields = OUTCOME_FIELDS
         for name in fields:
             if name in entry:
                 row[name] = entry[name]
-        if entry.get("kind") == "start":
-            row["_started"] = True
     if not rows:
         return
-    table = db.lambda_invocations
-    for row in rows.values():
-        for name, value in row.items():
-            if not name.startswith("_"):
-                row[name] = _storable(name, value, table[name].length if table[name].type == "string" else None)
+    columns = _columns_of(db)
     new_rows = []
     for invocation_id, row in rows.items():
-        if row.pop("_started", False):
+        if invocation_id in started:
             new_rows.append(row)
             continue
         # An outcome whose start went in an earlier batch.
-        outcome = {name: row[name] for name in OUTCOME_FIELDS if name in row}
+        table = db.lambda_invocations
+        outcome = {column.name: column.storable(row[column.name]) for column in columns.outcome if column.name in row}
         if outcome and not db(table.invocation_id == invocation_id).update(**outcome):
             logger.error("the outcome of invocation %s has no start to complete; dropped", invocation_id)
     if new_rows:
-        _upsert_rows(db, new_rows)
+        _upsert_rows(db, columns, new_rows)
 
 
-def _upsert_rows(db: DAL, rows: list[dict[str, Any]]) -> None:
+class _Column:
+    """How one column's values are stored: cut to its length, datetimes parsed, as PyDAL stores them."""
+
+    __slots__ = ("length", "name", "rname", "sqlite", "when")
+
+    def __init__(self, name: str, rname: str, length: int | None, *, when: bool, sqlite: bool) -> None:
+        self.name = name
+        self.rname = rname
+        self.length = length
+        self.when = when
+        self.sqlite = sqlite
+
+    def storable(self, value: Any) -> Any:
+        """A journal value as PyDAL takes it in an update: datetimes parsed, text as `_text` leaves it."""
+        if value is None:
+            return None
+        if self.when:
+            return datetime.fromisoformat(value)
+        if isinstance(value, str):
+            return _text(value, self.length)
+        return value
+
+    def stored(self, value: Any) -> Any:
+        """A journal value as this module's rows hold it (SQLite: booleans 'T'/'F', datetimes as text to the
+        second), so PyDAL reads these rows as its own."""
+        if value is None:
+            return None
+        if self.when:
+            moment = datetime.fromisoformat(value).replace(microsecond=0)
+            return moment.isoformat(sep=" ") if self.sqlite else moment
+        if isinstance(value, str):
+            return _text(value, self.length)
+        if self.sqlite and isinstance(value, bool):
+            return "T" if value else "F"
+        return value
+
+
+class _Columns:
+    """The columns a batch writes, worked out once per connection rather than per row."""
+
+    def __init__(self, db: DAL) -> None:
+        table = db.lambda_invocations
+        self.sqlite = db._adapter.dbengine == "sqlite"
+        self.table_rname = table._rname
+        self.id_rname = table.invocation_id._rname
+
+        def column(name: str) -> _Column:
+            field = table[name]
+            length = field.length if field.type == "string" else None
+            return _Column(name, field._rname, length, when=name in _DATETIME_FIELDS, sqlite=self.sqlite)
+
+        self.all = [column(name) for name in (*START_FIELDS, *OUTCOME_FIELDS)]
+        self.outcome = [column for column in self.all if column.name in OUTCOME_FIELDS]
+
+
+def _columns_of(db: DAL) -> _Columns:
+    columns = getattr(db, "_lambda_action_columns", None)
+    if columns is None:
+        columns = _Columns(db)
+        db._lambda_action_columns = columns
+    return columns
+
+
+def _upsert_rows(db: DAL, columns: _Columns, rows: list[dict[str, Any]]) -> None:
     """One multi-row INSERT with the values bound by the driver; a row already there (a replay) only gets the outcome
-    columns it lacks. PostgreSQL and SQLite both speak ON CONFLICT.
-
-    Values are stored as PyDAL stores them (SQLite: booleans as 'T'/'F', datetimes as text to the second), so PyDAL
-    reads these rows as its own.
-    """
-    table = db.lambda_invocations
-    sqlite = db._adapter.dbengine == "sqlite"
-    marker = "?" if sqlite else "%s"
-    columns = [*START_FIELDS, *OUTCOME_FIELDS]
-    row_markers = "(" + ",".join([marker] * len(columns)) + ")"
+    columns it lacks. PostgreSQL and SQLite both speak ON CONFLICT."""
+    marker = "?" if columns.sqlite else "%s"
+    row_markers = "(" + ",".join([marker] * len(columns.all)) + ")"
     values: list[Any] = []
     for row in rows:
-        values.extend(_as_stored(row.get(name), sqlite) for name in columns)
-    names = ",".join(table[name]._rname for name in columns)
+        values.extend(column.stored(row.get(column.name)) for column in columns.all)
+    names = ",".join(column.rname for column in columns.all)
     keep_known = ",".join(
-        f"{table[name]._rname} = COALESCE({table._rname}.{table[name]._rname}, excluded.{table[name]._rname})"
-        for name in OUTCOME_FIELDS
+        f"{column.rname} = COALESCE({columns.table_rname}.{column.rname}, excluded.{column.rname})"
+        for column in columns.outcome
     )
     db.executesql(
-        f"INSERT INTO {table._rname} ({names}) VALUES {','.join([row_markers] * len(rows))} "
-        f"ON CONFLICT ({table.invocation_id._rname}) DO UPDATE SET {keep_known};",
+        f"INSERT INTO {columns.table_rname} ({names}) VALUES {','.join([row_markers] * len(rows))} "
+        f"ON CONFLICT ({columns.id_rname}) DO UPDATE SET {keep_known};",
         placeholders=values,
     )
 
 
-def _as_stored(value: Any, sqlite: bool) -> Any:
-    if isinstance(value, datetime):
-        value = value.replace(microsecond=0)
-        return value.isoformat(sep=" ") if sqlite else value
-    if sqlite and isinstance(value, bool):
-        return "T" if value else "F"
-    return value
-
-
-def _storable(name: str, value: Any, length: int | None) -> Any:
-    """A value as the database can hold it: datetimes parsed, text without what PostgreSQL refuses, within length."""
-    if value is None:
-        return None
-    if name in _DATETIME_FIELDS:
-        return datetime.fromisoformat(value)
-    if isinstance(value, str):
-        if length is not None and len(value) > length:
-            value = value[: length - 1] + "\u2026"
-        # PostgreSQL's text cannot hold NUL nor a lone surrogate: replace them, visibly.
-        if "\x00" in value:
-            value = value.replace("\x00", "\ufffd")
+def _text(value: str, length: int | None) -> str:
+    """Text as the database can hold it: within the column's length, without what PostgreSQL refuses."""
+    if length is not None and len(value) > length:
+        value = value[: length - 1] + "\u2026"
+    # PostgreSQL's text cannot hold NUL nor a lone surrogate: replace them, visibly.
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:

@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from models import connect
 from services.database import Database
 from services.errors import JournalFull
 from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, utc_now
-from services.journal import Journal
+from services.journal import SEGMENT_BYTES, Journal
 from tests.conftest import POSTGRES_URL
 from tests.tcp_proxy import TcpProxy, proxy_to
 
@@ -86,6 +87,10 @@ def _rows(database: Database) -> list[dict]:
 
 def _folders(spool: Path) -> list[Path]:
     return [path for path in spool.iterdir() if path.is_dir()]
+
+
+def _journal_bytes(spool: Path) -> int:
+    return sum(path.stat().st_size for path in spool.glob("*/*.journal"))
 
 
 def _journal_text(spool: Path) -> str:
@@ -363,3 +368,76 @@ async def test_while_the_database_is_away_invocations_go_on_and_the_backlog_drai
     rows = _rows(database)
     assert sorted(row["invocation_id"] for row in rows) == sorted(record.invocation_id for record in records)
     assert all(row["success"] is True and row["completed_at"] is not None for row in rows)
+
+
+async def test_a_segment_a_killed_process_left_mid_copy_ships_its_whole_entries(database: Database, spool: Path):
+    # What a SIGKILL during a copy into the mapping leaves: whole entries, part of one, then the unwritten zeros.
+    record = _start()
+    leftover = spool / "killed"
+    leftover.mkdir(parents=True)
+    whole = (
+        f'{{"kind":"start","invocation_id":"{record.invocation_id}","function_name":"waddlebot-echo",'
+        f'"invocation_type":"RequestResponse","payload":"{{}}","alias":null,"version":null,'
+        f'"caller":"service:router_module","transport":"grpc","invoked_at":"{record.invoked_at.isoformat()}"}}\n'
+    )
+    (leftover / "0000000001.journal").write_bytes(whole.encode() + b'{"kind":"outc' + b"\0" * 4096)
+    log = InvocationLog(database, Journal(spool, 64 * 1024 * 1024), ship_interval=SHIP_INTERVAL)
+    await log.open()
+    try:
+        assert await log.flush(5)
+    finally:
+        await log.close()
+    [row] = _rows(database)
+    assert (row["invocation_id"], row["error_code"]) == (record.invocation_id, "Interrupted")
+
+
+async def test_starts_and_outcomes_written_by_many_threads_each_make_one_row(log: InvocationLog, database: Database):
+    # As the Lambda threads write them: starts before the call, durable outcomes after, all at once.
+    records = [_start() for _ in range(400)]
+
+    def invocation(record: InvocationStart) -> None:
+        log.record_start(record)
+        log.record_outcome_blocking(record, _outcome(record))
+
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=16) as threads:
+        await asyncio.gather(*(loop.run_in_executor(threads, invocation, record) for record in records))
+    assert await log.flush(10)
+
+    rows = _rows(database)
+    assert sorted(row["invocation_id"] for row in rows) == sorted(record.invocation_id for record in records)
+    assert all(row["success"] is True and row["completed_at"] is not None for row in rows)
+    assert log.state().unshipped_bytes == 0
+
+
+async def test_an_outcome_is_in_the_journal_file_when_record_outcome_blocking_returns(log: InvocationLog, spool: Path):
+    record = _start()
+    log.record_start(record)
+    await asyncio.to_thread(log.record_outcome_blocking, record, _outcome(record, response_payload='{"n":7}'))
+    # Copied into the mapping, the bytes are the file's: another reader sees them at once.
+    assert '"response_payload":"{\\"n\\":7}"' in _journal_text(spool)
+
+
+async def test_an_entry_larger_than_a_segment_is_kept_whole(log: InvocationLog, database: Database, spool: Path):
+    big = '{"text": "' + "x" * (2 * SEGMENT_BYTES) + '"}'
+    record = _start(payload=big)
+    log.record_start(record)
+    await log.record_outcome(record, _outcome(record))
+    assert await log.flush(10)
+    [row] = _rows(database)
+    assert row["payload"] == big
+    # Shipped segments are deleted: nothing of the big entry is left on disk.
+    assert _journal_bytes(spool) <= SEGMENT_BYTES
+
+
+async def test_a_closed_journal_refuses_starts_and_outcomes(log: InvocationLog, database: Database):
+    record = _start()
+    log.record_start(record)
+    await asyncio.to_thread(log._journal.close)
+    with pytest.raises(OSError, match="closed"):
+        log.record_start(_start())
+    with pytest.raises(OSError, match="closed"):
+        log.record_outcome_blocking(record, _outcome(record))
+    # record_outcome never raises: the record goes to the database directly.
+    await log.record_outcome(record, _outcome(record))
+    assert (await log.get(record.invocation_id))["success"] is True

@@ -17,6 +17,7 @@ from app import Services, build_services
 from services.domain import Caller, FunctionInfo, InvokeRequest, InvokeResult
 from services.errors import (
     ConcurrencyLimitReached,
+    DatabaseUnavailable,
     DeadlineExceeded,
     Forbidden,
     FunctionNotFound,
@@ -689,3 +690,35 @@ async def test_no_attempt_is_sent_once_the_callers_deadline_has_passed(module: S
     assert fake.calls("Invoke") == []
     [record] = await records_of(module, ECHO)
     assert (record["success"], record["error_code"], record["transport"]) == (False, "DeadlineExceeded", "grpc")
+
+
+async def test_an_invocation_the_journal_cannot_record_is_refused_before_lambda_is_called(
+    module: Services, fake: FakeLambda
+):
+    await asyncio.to_thread(module.invocation_log._journal.close)
+
+    with pytest.raises(DatabaseUnavailable, match="could not be recorded"):
+        await invoke(module.service)
+
+    assert fake.calls("Invoke") == []
+    assert module.service.in_flight == 0
+
+
+async def test_when_the_journal_cannot_take_an_outcome_the_answer_stands_and_the_record_goes_to_the_database(
+    module: Services, fake: FakeLambda, monkeypatch: pytest.MonkeyPatch
+):
+    journal = module.invocation_log._journal
+
+    def disk_full(entry: dict) -> None:
+        raise OSError(28, "No space left on device")
+
+    # A fault injected where the disk would fail: the journal takes the start, then not the outcome.
+    monkeypatch.setattr(journal, "append_outcome_durable", disk_full)
+
+    result = await invoke(module.service, payload=b'{"n": 1}')
+
+    assert result.success is True
+    assert len(fake.calls("Invoke")) == 1
+    record = await invocation_row(module, result.invocation_id)
+    assert record is not None
+    assert (record["success"], record["status_code"], record["completed_at"] is not None) == (True, 200, True)
