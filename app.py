@@ -29,6 +29,7 @@ from proto import lambda_action_pb2_grpc
 from routes import functions, health, invoke, token
 from routes.context import EXTENSION_KEY
 from routes.errors import register_error_handlers
+from routes.json_body import JsonRulesRequest
 from routes.openapi import install_openapi
 from services.api_clients import ClientStore, prepare_clients, prepare_clients_once
 from services.auth import Authenticator
@@ -95,6 +96,7 @@ async def build_services(
 def create_app(services: Services) -> Quart:
     """The Quart app serving the REST API over `services`."""
     app = Quart(MODULE_NAME)
+    app.request_class = JsonRulesRequest
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     install_openapi(app)
     app.extensions[EXTENSION_KEY] = services

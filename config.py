@@ -54,6 +54,10 @@ class Settings:
     # True when no MODULE_SECRET_KEY was configured and a random one was made for this run.
     secret_key_generated: bool = False
     jwt_expiration_seconds: int = 3600
+    # The longest a token may live (exp - iat), whoever signed it: a service token minted for a century is refused.
+    max_token_lifetime_seconds: int = 86400
+    # Clock skew allowed between the token's signer and this host, for exp, iat and nbf.
+    jwt_leeway_seconds: int = 30
     allowed_services: tuple[str, ...] = ("router_module",)
     bootstrap_client_id: str = ""
     bootstrap_client_secret: str = field(default="", repr=False)
@@ -111,6 +115,8 @@ class Settings:
             "max_batch_size": self.max_batch_size,
             "max_batch_concurrency": self.max_batch_concurrency,
             "jwt_expiration_seconds": self.jwt_expiration_seconds,
+            "max_token_lifetime_seconds": self.max_token_lifetime_seconds,
+            "jwt_leeway_seconds": self.jwt_leeway_seconds,
             "allowed_services": list(self.allowed_services),
             "secret_key_generated": self.secret_key_generated,
         }
@@ -234,6 +240,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if bootstrap_secret and len(bootstrap_secret) < 16:
         raise SettingsError("BOOTSTRAP_CLIENT_SECRET must be at least 16 characters long")
 
+    jwt_expiration = reader.integer("JWT_EXPIRATION_SECONDS", 3600, 60, 7 * 24 * 3600)
+    max_token_lifetime = reader.integer("MAX_TOKEN_LIFETIME_SECONDS", 86400, 60, 30 * 24 * 3600)
+    if jwt_expiration > max_token_lifetime:
+        raise SettingsError(
+            f"JWT_EXPIRATION_SECONDS={jwt_expiration} is longer than MAX_TOKEN_LIFETIME_SECONDS={max_token_lifetime}: "
+            "the module would refuse the tokens it issues"
+        )
+
     # An empty ALLOWED_SERVICES or LAMBDA_FUNCTION_PREFIX is meaningful (no service tokens; no prefix guard),
     # so for these two only absence means the default.
     services = environ.get("ALLOWED_SERVICES", "router_module")
@@ -265,7 +279,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         database_pool_size=reader.integer("DATABASE_POOL_SIZE", 4, 1, 64),
         module_secret_key=secret_key,
         secret_key_generated=generated,
-        jwt_expiration_seconds=reader.integer("JWT_EXPIRATION_SECONDS", 3600, 60, 7 * 24 * 3600),
+        jwt_expiration_seconds=jwt_expiration,
+        max_token_lifetime_seconds=max_token_lifetime,
+        jwt_leeway_seconds=reader.integer("JWT_LEEWAY_SECONDS", 30, 0, 300),
         allowed_services=allowed_services,
         bootstrap_client_id=bootstrap_id,
         bootstrap_client_secret=bootstrap_secret,

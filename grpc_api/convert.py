@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from proto import lambda_action_pb2 as pb
 from services.domain import FunctionInfo, InvokeRequest, InvokeResult, invocation_type_of
 from services.errors import InvalidRequest, ServiceError
+from services.json_rules import parse_json
 from services.lambda_service import encode_client_context
 
 
@@ -39,10 +39,7 @@ def payload_bytes(payload: str) -> bytes:
 def _client_context(text: str) -> str | None:
     if not text:
         return None
-    try:
-        context = json.loads(text)
-    except ValueError as error:
-        raise InvalidRequest(f"client_context must be a JSON object: {error}") from None
+    context = parse_json(text, "client_context")
     if not isinstance(context, dict):
         raise InvalidRequest("client_context must be a JSON object")
     return encode_client_context(context)

@@ -16,7 +16,7 @@ from grpc.aio import AbortError
 from grpc_api.errors import error_metadata, grpc_status_for
 from services.auth import Authenticator, bearer_token_of
 from services.domain import Caller
-from services.errors import InternalError, ServiceError
+from services.errors import InternalError, InvalidRequest, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if guarded is None:
             guarded = grpc.unary_unary_rpc_method_handler(
                 self._guard(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
             self._guarded[method] = guarded
@@ -93,6 +93,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             self._calls_in_flight += 1
             self._idle.clear()
             try:
+                if isinstance(request, _Undecodable):
+                    raise InvalidRequest(
+                        f"the request is not a valid {method.rsplit('/', 1)[-1]} message: its bytes do not decode as "
+                        f"the protobuf message of lambda_action.proto ({request.problem})"
+                    )
                 caller = await self._authenticator.authenticate(_token(request, context), _peer(context))
                 reset = _current_caller.set(caller)
                 try:
@@ -115,6 +120,27 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(status, failure.message, error_metadata(failure))
 
         return guarded
+
+
+class _Undecodable:
+    """What the server got instead of a message whose bytes did not decode; the method answers INVALID_ARGUMENT."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The method's deserializer, but bytes that do not decode become an _Undecodable rather than grpc's UNKNOWN."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:
+            return _Undecodable(str(error) or type(error).__name__)
+
+    return deserialize
 
 
 def _token(request: Any, context: grpc.aio.ServicerContext) -> str | None:

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 # The client a development run (no MODULE_SECRET_KEY) makes for its user, with a new secret at each start.
 DEV_CLIENT_ID = "local-dev"
 
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{3,128}$")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{3,128}")
 _PATTERN = re.compile(r"^[A-Za-z0-9_*?\[\]!-]{1,128}$")
 
 
@@ -36,9 +36,14 @@ class ApiClient:
     created_at: datetime | None
 
 
+def is_client_id(client_id: str) -> bool:
+    """Whether `client_id` is well formed (matched whole: no trailing newline slips through)."""
+    return _CLIENT_ID.fullmatch(client_id) is not None
+
+
 def validate_client_id(client_id: str) -> str:
     """Return `client_id` if well formed, else raise InvalidRequest."""
-    if not _CLIENT_ID.match(client_id):
+    if not is_client_id(client_id):
         raise InvalidRequest("client_id must be 3 to 128 letters, digits, '.', '_' or '-'")
     return client_id
 

@@ -12,7 +12,7 @@ import jwt
 
 from config import Settings
 from services import audit
-from services.api_clients import ApiClient, ClientStore
+from services.api_clients import ApiClient, ClientStore, is_client_id
 from services.client_secrets import hash_secret, new_secret, verify_secret
 from services.domain import Caller
 from services.errors import DatabaseUnavailable, Unauthenticated
@@ -45,6 +45,14 @@ def bearer_token_of(authorization: str) -> str | None:
 _DUMMY_HASH = hash_secret(new_secret())
 
 
+class _TooLongLived(jwt.InvalidTokenError):
+    """A token whose exp is further from its iat than MAX_TOKEN_LIFETIME_SECONDS."""
+
+    def __init__(self, lifetime: float) -> None:
+        super().__init__(f"lifetime {lifetime} s")
+        self.lifetime = lifetime
+
+
 @dataclass(frozen=True)
 class IssuedToken:
     """A token for a client and how many seconds it lives."""
@@ -63,6 +71,8 @@ class Authenticator:
         self._client_fresh_seconds = client_fresh_seconds
         self._key = settings.module_secret_key
         self._expiration = settings.jwt_expiration_seconds
+        self._max_lifetime = settings.max_token_lifetime_seconds
+        self._leeway = settings.jwt_leeway_seconds
         self._allowed_services = frozenset(settings.allowed_services)
         self._clients = clients
         self._client_cache: dict[str, tuple[float, ApiClient | None]] = {}
@@ -74,7 +84,8 @@ class Authenticator:
 
     async def issue_token(self, client_id: str, client_secret: str, source: str) -> IssuedToken:
         """Check a client's secret and issue a token; Unauthenticated when the pair is wrong."""
-        client = await self._clients.get(client_id)
+        # A malformed id names no client: not worth a database lookup (a NUL is not even storable text).
+        client = await self._clients.get(client_id) if is_client_id(client_id) else None
         stored_hash = client.secret_hash if client and client.active else _DUMMY_HASH
         # scrypt is slow on purpose; keep it off the event loop.
         matches = await asyncio.get_running_loop().run_in_executor(None, verify_secret, client_secret, stored_hash)
@@ -99,6 +110,17 @@ class Authenticator:
         except jwt.ExpiredSignatureError:
             audit.authentication("-", source, ok=False, reason="expired token")
             raise Unauthenticated("token expired: get a new one from POST /api/v1/token") from None
+        except _TooLongLived as exc:
+            audit.authentication("-", source, ok=False, reason="token lives too long")
+            raise Unauthenticated(
+                f"invalid token: it lives {exc.lifetime} s (exp - iat), longer than the "
+                f"{self._max_lifetime} s this module accepts (MAX_TOKEN_LIFETIME_SECONDS)"
+            ) from None
+        except jwt.ImmatureSignatureError:
+            audit.authentication("-", source, ok=False, reason="token not yet valid")
+            raise Unauthenticated(
+                f"invalid token: its iat or nbf is in the future (more than {self._leeway} s of clock skew)"
+            ) from None
         except jwt.MissingRequiredClaimError as exc:
             audit.authentication("-", source, ok=False, reason=f"invalid token (no {exc.claim})")
             raise Unauthenticated(f"invalid token: it must carry the {exc.claim!r} claim (exp and iat)") from None
@@ -130,7 +152,22 @@ class Authenticator:
         if cached is not None and cached[0] > now:
             self._verified.move_to_end(token)
             return cached[1]
-        claims = jwt.decode(token, self._key, algorithms=[_ALGORITHM], options={"require": ["exp", "iat"]})
+        # exp is checked by PyJWT, strictly; iat and nbf here, with JWT_LEEWAY_SECONDS for a signer's clock ahead.
+        claims = jwt.decode(
+            token,
+            self._key,
+            algorithms=[_ALGORITHM],
+            options={"require": ["exp", "iat"], "verify_iat": False, "verify_nbf": False},
+        )
+        issued_at, not_before = claims["iat"], claims.get("nbf", claims["iat"])
+        for moment in (issued_at, not_before):
+            if not isinstance(moment, int | float) or isinstance(moment, bool):
+                raise jwt.InvalidTokenError("iat and nbf must be numbers")
+            if moment > now + self._leeway:
+                raise jwt.ImmatureSignatureError("iat or nbf in the future")
+        lifetime = claims["exp"] - issued_at
+        if lifetime > self._max_lifetime:
+            raise _TooLongLived(lifetime)
         expires = claims.get("exp")
         if isinstance(expires, int | float):
             self._verified[token] = (float(expires), claims)

@@ -43,6 +43,7 @@ from services.errors import (
     UpstreamTimeout,
 )
 from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, JournalState, utc_now
+from services.json_rules import parse_json
 from services.lambda_client import CONTROL_PLANE_THREADS, RetryMode, RetryPolicy, translate_error
 from services.policy import check_access, may_reach
 
@@ -273,11 +274,8 @@ class LambdaService:
                 f"payload is {len(request.payload)} bytes; Lambda takes at most {limit} bytes "
                 f"for {request.invocation_type} invocations"
             )
-        try:
-            if not request.payload_is_json:
-                json.loads(request.payload)
-        except ValueError as error:
-            raise InvalidRequest(f"payload must be JSON: {error}") from None
+        if not request.payload_is_json:
+            parse_json(request.payload, "payload")
         if request.client_context and len(request.client_context) > MAX_CLIENT_CONTEXT_BYTES:
             raise InvalidRequest(f"client_context is larger than Lambda's {MAX_CLIENT_CONTEXT_BYTES} bytes (base64)")
 

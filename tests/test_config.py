@@ -330,3 +330,12 @@ def test_local_functions_dir_is_relative_to_the_project():
         config.PROJECT_ROOT / "examples" / "fns"
     )
     assert settings_from(LOCAL_FUNCTIONS_DIR="/srv/functions").local_functions_dir == "/srv/functions"
+
+
+def test_token_lifetime_cap_and_leeway_have_defaults_and_bounds():
+    settings = load_settings({})
+    assert (settings.max_token_lifetime_seconds, settings.jwt_leeway_seconds) == (86400, 30)
+    with pytest.raises(SettingsError, match="JWT_EXPIRATION_SECONDS=7200 is longer than MAX_TOKEN_LIFETIME_SECONDS"):
+        load_settings({"JWT_EXPIRATION_SECONDS": "7200", "MAX_TOKEN_LIFETIME_SECONDS": "3600"})
+    with pytest.raises(SettingsError, match="JWT_LEEWAY_SECONDS"):
+        load_settings({"JWT_LEEWAY_SECONDS": "301"})

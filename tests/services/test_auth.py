@@ -195,3 +195,28 @@ async def test_a_known_client_is_served_while_the_database_is_away_and_an_unknow
     stranger = _encode(_fresh_claims(sub="never-seen-client"))
     with pytest.raises(DatabaseUnavailable):
         await authenticator.authenticate(stranger, "127.0.0.1")
+
+
+async def test_a_service_token_living_longer_than_the_cap_is_refused(authenticator: Authenticator):
+    now = int(time.time())
+    century = _encode({"service": "router_module", "iat": now, "exp": now + 100 * 365 * 24 * 3600})
+    with pytest.raises(Unauthenticated, match="longer than the 86400 s this module accepts"):
+        await authenticator.authenticate(century, "127.0.0.1")
+    day = _encode({"service": "router_module", "iat": now, "exp": now + 86400})
+    assert (await authenticator.authenticate(day, "127.0.0.1")).name == "router_module"
+
+
+@pytest.mark.parametrize("claim", ["iat", "nbf"])
+async def test_a_signers_clock_ahead_by_the_leeway_is_allowed_and_more_is_not(authenticator: Authenticator, claim):
+    now = int(time.time())
+    within = {"service": "router_module", "iat": now, "exp": now + 600, claim: now + 20}
+    assert (await authenticator.authenticate(_encode(within), "127.0.0.1")).kind == "service"
+    beyond = {"service": "router_module", "iat": now, "exp": now + 600, claim: now + 120}
+    with pytest.raises(Unauthenticated, match="in the future"):
+        await authenticator.authenticate(_encode(beyond), "127.0.0.1")
+
+
+async def test_a_token_whose_iat_is_not_a_number_is_refused(authenticator: Authenticator):
+    now = int(time.time())
+    with pytest.raises(Unauthenticated, match="invalid token"):
+        await authenticator.authenticate(_encode({"sub": "bot-client", "iat": "now", "exp": now + 60}), "127.0.0.1")
