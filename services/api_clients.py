@@ -11,7 +11,7 @@ from pydal import DAL
 
 from config import Settings
 from services.client_secrets import hash_secret, new_secret
-from services.database import Database, open_database
+from services.database import Database, is_unique_violation, open_database
 from services.errors import InvalidRequest
 from services.invocation_log import utc_now
 
@@ -79,7 +79,18 @@ class ClientStore:
         """
         validate_client_id(client_id)
         validate_patterns(patterns)
-        return await self._database.run(lambda db: _save(db, client_id, secret_hash, patterns, description))
+
+        def save(db: DAL) -> bool:
+            return _save(db, client_id, secret_hash, patterns, description)
+
+        try:
+            return await self._database.run(save)
+        except Exception as error:
+            if not is_unique_violation(error):
+                raise
+            # Another process inserted the same client between this one's update and insert (two replicas
+            # starting at once with the same bootstrap client): it exists now, so the update takes it.
+            return await self._database.run(save)
 
     async def set_secret_hash(self, client_id: str, secret_hash: str) -> bool:
         """Replace a client's secret; False when there is no such client."""

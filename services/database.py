@@ -143,6 +143,13 @@ def _close_quietly(db: DAL) -> None:
         logger.debug("closing a database connection failed", exc_info=True)
 
 
+def is_unique_violation(error: BaseException) -> bool:
+    """Whether the database refused a write because a row with the same unique key exists (PostgreSQL or SQLite)."""
+    if getattr(error, "pgcode", None) == "23505":  # psycopg2's unique_violation
+        return True
+    return type(error).__name__ == "IntegrityError" and "UNIQUE" in str(error).upper()
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True for errors that mean the connection is unusable rather than the statement wrong."""
     names = {type(exc).__name__ for exc in _chain(exc)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Iterator
@@ -173,3 +174,19 @@ async def _issue_status(module: Services, client_id: str, secret: str) -> int:
             "/api/v1/token", json={"client_id": client_id, "client_secret": secret}
         )
         return response.status_code
+
+
+async def test_two_processes_saving_the_same_client_at_once_both_succeed(database_url: str):
+    # As two replicas starting together with one bootstrap client do: separate connections, the same id.
+    first, second = (Database(normalize_database_url(database_url), 1) for _ in range(2))
+    try:
+        stores = (ClientStore(first), ClientStore(second))
+        for round_number in range(20):
+            client_id = f"bootstrap-{round_number}"
+            created = await asyncio.gather(*(store.save(client_id, "scrypt$hash") for store in stores))
+            assert sorted(created) == [False, True]
+        listed = [client.client_id for client in await stores[0].list()]
+        assert sorted(listed) == sorted(f"bootstrap-{number}" for number in range(20))
+    finally:
+        first.close()
+        second.close()
