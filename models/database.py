@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from pydal import DAL, Field
+from pydal.objects import Table
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ def define_tables(db: DAL) -> None:
         Field("invoked_at", "datetime", notnull=True),
         Field("completed_at", "datetime"),
         Field("duration_ms", "double"),
+        # Added. The fields whose text was changed to be stored (a NUL or a lone surrogate replaced, or cut to the
+        # column's length), comma-separated; empty when the row holds exactly what was journaled.
+        Field("altered_fields", "string", length=256),
         migrate=False,
     )
 
@@ -104,6 +108,25 @@ _INDEXES = (
     ("idx_lambda_invocations_function_invoked", "lambda_invocations", "function_name, invoked_at"),
     ("idx_lambda_invocations_invoked", "lambda_invocations", "invoked_at"),
 )
+
+
+def _add_missing_columns(db: DAL, table: Table) -> None:
+    """Add the columns a newer version defines to a table an older one created (nullable ones only: additive)."""
+    if db._adapter.dbengine == "sqlite":
+        existing = {row[1] for row in db.executesql(f"PRAGMA table_info({table._rname});")}
+    else:
+        rows = db.executesql(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = %s;",
+            placeholders=[table._tablename],
+        )
+        existing = {row[0] for row in rows}
+    for field in table:
+        if field.name == "id" or field.name in existing:
+            continue
+        column_type = db._adapter.types[field.type] % {"length": field.length}
+        db.executesql(f"ALTER TABLE {table._rname} ADD COLUMN {field._rname} {column_type};")
+        logger.info("added column %s.%s", table._rname, field._rname)
 
 
 def create_schema(db: DAL) -> None:
@@ -117,6 +140,7 @@ def create_schema(db: DAL) -> None:
         for table in (db.api_clients, db.lambda_invocations):
             ddl = adapter.migrator.create_table(table, migrate=False)
             db.executesql(ddl.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))
+            _add_missing_columns(db, table)
         for name, table, columns in _INDEXES:
             db.executesql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns});")
         db.commit()

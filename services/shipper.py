@@ -222,8 +222,19 @@ def write_batch(db: DAL, entries: Iterable[Entry]) -> None:
             continue
         # An outcome whose start went in an earlier batch.
         table = db.lambda_invocations
-        outcome = {column.name: column.storable(row[column.name]) for column in columns.outcome if column.name in row}
-        if outcome and not db(table.invocation_id == invocation_id).update(**outcome):
+        outcome: dict[str, Any] = {}
+        altered: list[str] = []
+        for column in columns.outcome:
+            if column.name in row:
+                outcome[column.name] = column.storable(row[column.name])
+                if outcome[column.name] is not row[column.name] and not column.when:
+                    altered.append(column.name)
+        query = db(table.invocation_id == invocation_id)
+        if altered:
+            existing = query.select(table.altered_fields, limitby=(0, 1)).first()
+            earlier = existing.altered_fields.split(",") if existing and existing.altered_fields else []
+            outcome["altered_fields"] = ",".join([*earlier, *altered])
+        if outcome and not query.update(**outcome):
             logger.error("the outcome of invocation %s has no start to complete; dropped", invocation_id)
     if new_rows:
         _upsert_rows(db, columns, new_rows)
@@ -274,6 +285,7 @@ class _Columns:
         self.sqlite = db._adapter.dbengine == "sqlite"
         self.table_rname = table._rname
         self.id_rname = table.invocation_id._rname
+        self.altered_rname = table.altered_fields._rname
 
         def column(name: str) -> _Column:
             field = table[name]
@@ -296,14 +308,22 @@ def _upsert_rows(db: DAL, columns: _Columns, rows: list[dict[str, Any]]) -> None
     """One multi-row INSERT with the values bound by the driver; a row already there (a replay) only gets the outcome
     columns it lacks. PostgreSQL and SQLite both speak ON CONFLICT."""
     marker = "?" if columns.sqlite else "%s"
-    row_markers = "(" + ",".join([marker] * len(columns.all)) + ")"
+    row_markers = "(" + ",".join([marker] * (len(columns.all) + 1)) + ")"
     values: list[Any] = []
     for row in rows:
-        values.extend(column.stored(row.get(column.name)) for column in columns.all)
-    names = ",".join(column.rname for column in columns.all)
+        altered = []
+        for column in columns.all:
+            journaled = row.get(column.name)
+            stored = column.stored(journaled)
+            # Text comes back as the same object unless it had to change to be stored.
+            if isinstance(journaled, str) and stored is not journaled and not column.when:
+                altered.append(column.name)
+            values.append(stored)
+        values.append(",".join(altered) or None)
+    names = ",".join([*(column.rname for column in columns.all), columns.altered_rname])
     keep_known = ",".join(
-        f"{column.rname} = COALESCE({columns.table_rname}.{column.rname}, excluded.{column.rname})"
-        for column in columns.outcome
+        f"{rname} = COALESCE({columns.table_rname}.{rname}, excluded.{rname})"
+        for rname in [*(column.rname for column in columns.outcome), columns.altered_rname]
     )
     db.executesql(
         f"INSERT INTO {columns.table_rname} ({names}) VALUES {','.join([row_markers] * len(rows))} "

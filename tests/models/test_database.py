@@ -64,6 +64,25 @@ def test_create_schema_creates_the_tables_and_indexes_and_can_run_again(db: DAL)
     assert db(db.lambda_invocations).count() == 1
 
 
+def test_columns_a_newer_version_defines_are_added_to_an_older_table(db: DAL):
+    create_schema(db)
+    # The table as a version before `altered_fields` created it, with a row in it.
+    db.executesql("ALTER TABLE lambda_invocations DROP COLUMN altered_fields;")
+    db.executesql(
+        "INSERT INTO lambda_invocations (invocation_id, function_name, invocation_type, invoked_at) "
+        "VALUES ('old-row', 'waddlebot-echo', 'Event', '2026-01-02 03:04:05');"
+    )
+    db.commit()
+
+    create_schema(db)
+
+    [row] = db(db.lambda_invocations).select()
+    assert (row.invocation_id, row.invocation_type, row.altered_fields) == ("old-row", "Event", None)
+    db.lambda_invocations.insert(**_invocation("new-row", altered_fields="error_message"))
+    db.commit()
+    assert db(db.lambda_invocations.altered_fields == "error_message").count() == 1
+
+
 def test_booleans_round_trip_as_booleans(db: DAL):
     create_schema(db)
     now = datetime.now(UTC).replace(tzinfo=None)

@@ -270,6 +270,30 @@ async def test_text_postgresql_cannot_hold_is_replaced_and_the_row_completed(log
     assert row["error_message"] == "a\ufffdb?c"
     assert row["completed_at"] is not None
     assert len(row["request_id"]) == 128
+    # The row says which texts are not exactly what happened (the escaped NUL in the payload is plain text).
+    assert sorted(row["altered_fields"].split(",")) == ["error_message", "request_id"]
+
+
+async def test_an_outcome_shipped_after_its_start_records_what_was_altered(log: InvocationLog):
+    record = _start(caller="client:" + "c" * 300)
+    log.record_start(record)
+    assert await log.flush(5)
+    assert (await log.get(record.invocation_id))["altered_fields"] == "caller"
+
+    await log.record_outcome(record, _outcome(record, success=False, error_message="nul\x00here"))
+    assert await log.flush(5)
+
+    row = await log.get(record.invocation_id)
+    assert row["error_message"] == "nul\ufffdhere"
+    assert row["altered_fields"] == "caller,error_message"
+
+
+async def test_a_row_holding_exactly_what_was_journaled_has_no_altered_fields(log: InvocationLog):
+    record = _start()
+    log.record_start(record)
+    await log.record_outcome(record, _outcome(record))
+    assert await log.flush(5)
+    assert (await log.get(record.invocation_id))["altered_fields"] is None
 
 
 def test_two_instances_cannot_share_a_spool_directory(spool: Path):
