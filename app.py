@@ -61,6 +61,7 @@ class Services:
     async def close(self) -> None:
         """Let invocations under way finish and be recorded, ship the journal, then release threads and connections."""
         await self.service.close()
+        self.authenticator.close()
         await self.invocation_log.close()
         await asyncio.to_thread(self.database.close)
 

@@ -56,8 +56,13 @@ class Settings:
     jwt_expiration_seconds: int = 3600
     # The longest a token may live (exp - iat), whoever signed it: a service token minted for a century is refused.
     max_token_lifetime_seconds: int = 86400
-    # Clock skew allowed between the token's signer and this host, for exp, iat and nbf.
+    # Clock skew allowed between the token's signer and this host, for iat and nbf.
     jwt_leeway_seconds: int = 30
+    # Wrong credentials allowed at the token endpoint per client id and per source address within the window
+    # (per process); past them the endpoint answers 429 without checking the secret.
+    token_failures_per_client: int = 10
+    token_failures_per_source: int = 30
+    token_failure_window_seconds: int = 60
     allowed_services: tuple[str, ...] = ("router_module",)
     bootstrap_client_id: str = ""
     bootstrap_client_secret: str = field(default="", repr=False)
@@ -117,6 +122,9 @@ class Settings:
             "jwt_expiration_seconds": self.jwt_expiration_seconds,
             "max_token_lifetime_seconds": self.max_token_lifetime_seconds,
             "jwt_leeway_seconds": self.jwt_leeway_seconds,
+            "token_failures_per_client": self.token_failures_per_client,
+            "token_failures_per_source": self.token_failures_per_source,
+            "token_failure_window_seconds": self.token_failure_window_seconds,
             "allowed_services": list(self.allowed_services),
             "secret_key_generated": self.secret_key_generated,
         }
@@ -282,6 +290,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         jwt_expiration_seconds=jwt_expiration,
         max_token_lifetime_seconds=max_token_lifetime,
         jwt_leeway_seconds=reader.integer("JWT_LEEWAY_SECONDS", 30, 0, 300),
+        token_failures_per_client=reader.integer("TOKEN_FAILURES_PER_CLIENT", 10, 1, 10_000),
+        token_failures_per_source=reader.integer("TOKEN_FAILURES_PER_SOURCE", 30, 1, 100_000),
+        token_failure_window_seconds=reader.integer("TOKEN_FAILURE_WINDOW_SECONDS", 60, 1, 24 * 3600),
         allowed_services=allowed_services,
         bootstrap_client_id=bootstrap_id,
         bootstrap_client_secret=bootstrap_secret,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import jwt
@@ -15,7 +18,7 @@ from services import audit
 from services.api_clients import ApiClient, ClientStore, is_client_id
 from services.client_secrets import hash_secret, new_secret, verify_secret
 from services.domain import Caller
-from services.errors import DatabaseUnavailable, Unauthenticated
+from services.errors import Busy, DatabaseUnavailable, TooManyFailedAttempts, Unauthenticated
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +34,12 @@ _CLIENT_RETRY_SECONDS = 1.0
 # How many (token, source) pairs are remembered so that only a token's first use is an audit line.
 _SEEN_TOKENS_KEPT = 10_000
 _VERIFIED_TOKENS_KEPT = 10_000
+# Secrets checked at once (scrypt takes a core for tens of milliseconds), and how many may wait for a turn:
+# a flood of token requests must not take the cores the invocations need.
+_SCRYPT_THREADS = 2
+_SCRYPT_WAITING = 32
+# Client ids and addresses whose failures are remembered (the oldest forgotten first).
+_FAILURE_KEYS_KEPT = 10_000
 
 
 def bearer_token_of(authorization: str) -> str | None:
@@ -43,6 +52,40 @@ def bearer_token_of(authorization: str) -> str | None:
 
 # Checked against when the client id is unknown, so that both failures take the same time.
 _DUMMY_HASH = hash_secret(new_secret())
+
+
+class FailureWindow:
+    """Failed attempts per key (a client id, an address) within a sliding window of time, bounded in memory."""
+
+    def __init__(self, limit: int, window_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit = limit
+        self._window = window_seconds
+        self._clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def retry_after(self, key: str) -> float | None:
+        """Seconds until `key` may try again, or None when it may now."""
+        failures = self._failures.get(key)
+        if failures is None:
+            return None
+        now = self._clock()
+        while failures and failures[0] <= now - self._window:
+            failures.popleft()
+        if not failures:
+            del self._failures[key]
+            return None
+        if len(failures) < self._limit:
+            return None
+        return failures[0] + self._window - now
+
+    def add(self, key: str) -> None:
+        failures = self._failures.setdefault(key, deque())
+        self._failures.move_to_end(key)
+        failures.append(self._clock())
+        if len(failures) > self._limit:
+            failures.popleft()
+        if len(self._failures) > _FAILURE_KEYS_KEPT:
+            self._failures.popitem(last=False)
 
 
 class _TooLongLived(jwt.InvalidTokenError):
@@ -81,21 +124,55 @@ class Authenticator:
         self._refresh_tasks: set[asyncio.Task[None]] = set()
         # Tokens whose signature was checked, with their expiry and claims.
         self._verified: OrderedDict[str, tuple[float, dict]] = OrderedDict()
+        window = settings.token_failure_window_seconds
+        self._client_failures = FailureWindow(settings.token_failures_per_client, window)
+        self._source_failures = FailureWindow(settings.token_failures_per_source, window)
+        self._scrypt = ThreadPoolExecutor(max_workers=_SCRYPT_THREADS, thread_name_prefix="scrypt")
+        self._scrypt_waiting = 0
 
     async def issue_token(self, client_id: str, client_secret: str, source: str) -> IssuedToken:
-        """Check a client's secret and issue a token; Unauthenticated when the pair is wrong."""
+        """Check a client's secret and issue a token; Unauthenticated when the pair is wrong, TooManyFailedAttempts
+        after too many wrong ones for this client id or from this address (the secret is then not even checked)."""
+        self._refuse_after_failures(client_id, source)
         # A malformed id names no client: not worth a database lookup (a NUL is not even storable text).
         client = await self._clients.get(client_id) if is_client_id(client_id) else None
         stored_hash = client.secret_hash if client and client.active else _DUMMY_HASH
-        # scrypt is slow on purpose; keep it off the event loop.
-        matches = await asyncio.get_running_loop().run_in_executor(None, verify_secret, client_secret, stored_hash)
+        matches = await self._verify(client_secret, stored_hash)
         if not (matches and client and client.active):
+            self._client_failures.add(client_id)
+            self._source_failures.add(source)
             audit.authentication(client_id, source, ok=False, reason="bad credentials")
             raise Unauthenticated(_BAD_CREDENTIALS)
         now = int(time.time())
         token = jwt.encode({"sub": client_id, "iat": now, "exp": now + self._expiration}, self._key, _ALGORITHM)
         audit.authentication(client_id, source, ok=True, reason="token issued")
         return IssuedToken(token=token, expires_in=self._expiration)
+
+    def _refuse_after_failures(self, client_id: str, source: str) -> None:
+        for window, key, who in (
+            (self._client_failures, client_id, "for this client_id"),
+            (self._source_failures, source, "from this address"),
+        ):
+            wait = window.retry_after(key)
+            if wait is not None:
+                audit.authentication(client_id, source, ok=False, reason=f"too many failed attempts {who}")
+                raise TooManyFailedAttempts(
+                    f"too many wrong credentials {who} lately; retry after {math.ceil(wait)} s", retry_after=wait
+                )
+
+    async def _verify(self, secret: str, stored_hash: str) -> bool:
+        """scrypt on its own small pool, off the event loop and away from the threads that call Lambda."""
+        if self._scrypt_waiting >= _SCRYPT_WAITING:
+            raise Busy("too many token requests are being checked at once; retry shortly", retry_after=1.0)
+        self._scrypt_waiting += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._scrypt, verify_secret, secret, stored_hash)
+        finally:
+            self._scrypt_waiting -= 1
+
+    def close(self) -> None:
+        """Release the secret-checking threads."""
+        self._scrypt.shutdown(wait=False, cancel_futures=True)
 
     async def authenticate(self, token: str | None, source: str) -> Caller:
         """The Caller a bearer token stands for; Unauthenticated when it is missing, bad or expired."""

@@ -43,6 +43,14 @@ class Throttled(ServiceError):
         self.retry_after = retry_after
 
 
+class TooManyFailedAttempts(Throttled):
+    """Too many wrong credentials lately for this client id or from this address; wait before trying again."""
+
+
+class Busy(Throttled):
+    """The module is doing as much of this kind of work as it allows at once (checking secrets); retry shortly."""
+
+
 class ConcurrencyLimitReached(Throttled):
     """The module has MAX_CONCURRENT_REQUESTS invocations in flight already."""
 

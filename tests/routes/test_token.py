@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from app import Services
+from app import Services, build_services, create_app
 from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY
 
 
@@ -90,3 +90,23 @@ async def test_credentials_sent_as_a_form_are_refused_with_400(client):
     )
     assert response.status_code == 400
     assert (await response.get_json())["code"] == "InvalidRequest"
+
+
+async def test_too_many_wrong_secrets_answer_429_with_retry_after(make_settings, aws):
+    settings = make_settings(TOKEN_FAILURES_PER_CLIENT="2")
+    services = await build_services(settings)
+    try:
+        async with create_app(services).test_app() as test_app:
+            client = test_app.test_client()
+            for _ in range(2):
+                response = await client.post("/api/v1/token", json={"client_id": TEST_CLIENT_ID, "client_secret": "x"})
+                assert response.status_code == 401
+            response = await client.post(
+                "/api/v1/token", json={"client_id": TEST_CLIENT_ID, "client_secret": TEST_CLIENT_SECRET}
+            )
+            body = await response.get_json()
+            assert response.status_code == 429, body
+            assert body["code"] == "TooManyFailedAttempts"
+            assert 1 <= int(response.headers["Retry-After"]) <= 60
+    finally:
+        await services.close()

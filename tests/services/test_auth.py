@@ -11,11 +11,11 @@ import pytest
 
 from config import Settings
 from services.api_clients import ClientStore
-from services.auth import Authenticator
+from services.auth import Authenticator, FailureWindow
 from services.client_secrets import hash_secret
 from services.database import Database
 from services.domain import Caller
-from services.errors import DatabaseUnavailable, Unauthenticated
+from services.errors import DatabaseUnavailable, TooManyFailedAttempts, Unauthenticated
 from tests.conftest import TEST_SECRET_KEY, SettingsFactory
 
 SECRET = "a-client-secret-of-some-length"
@@ -220,3 +220,60 @@ async def test_a_token_whose_iat_is_not_a_number_is_refused(authenticator: Authe
     now = int(time.time())
     with pytest.raises(Unauthenticated, match="invalid token"):
         await authenticator.authenticate(_encode({"sub": "bot-client", "iat": "now", "exp": now + 60}), "127.0.0.1")
+
+
+def test_a_failure_window_refuses_past_its_limit_until_the_oldest_failure_ages_out():
+    now = [1000.0]
+    window = FailureWindow(3, 60, clock=lambda: now[0])
+    for _ in range(2):
+        window.add("bot")
+        assert window.retry_after("bot") is None
+    window.add("bot")
+    assert window.retry_after("bot") == pytest.approx(60)
+    assert window.retry_after("someone-else") is None
+    now[0] += 59.5
+    assert window.retry_after("bot") == pytest.approx(0.5)
+    now[0] += 1
+    assert window.retry_after("bot") is None
+
+
+async def test_wrong_secrets_past_the_limit_are_refused_without_checking_the_secret(
+    make_settings: SettingsFactory, store: ClientStore, monkeypatch: pytest.MonkeyPatch
+):
+    settings = make_settings(TOKEN_FAILURES_PER_CLIENT="3", TOKEN_FAILURES_PER_SOURCE="100")
+    await store.save("bot-client", hash_secret(SECRET))
+    authenticator = Authenticator(settings, store)
+    try:
+        for _ in range(3):
+            with pytest.raises(Unauthenticated):
+                await authenticator.issue_token("bot-client", "wrong", "10.0.0.1")
+
+        checked = []
+        monkeypatch.setattr("services.auth.verify_secret", lambda *arguments: checked.append(arguments) or True)
+        # Even the right secret: the client id is locked out for the window, and no scrypt is spent on it.
+        with pytest.raises(TooManyFailedAttempts, match="for this client_id") as refused:
+            await authenticator.issue_token("bot-client", SECRET, "10.0.0.2")
+        assert checked == []
+        assert 0 < refused.value.retry_after <= 60
+        # Another client is not held back by this one's failures.
+        await store.save("other-client", hash_secret(SECRET))
+        assert (await authenticator.issue_token("other-client", SECRET, "10.0.0.1")).token
+    finally:
+        authenticator.close()
+
+
+async def test_wrong_secrets_from_one_address_past_its_limit_are_refused_whatever_the_client(
+    make_settings: SettingsFactory, store: ClientStore
+):
+    settings = make_settings(TOKEN_FAILURES_PER_CLIENT="100", TOKEN_FAILURES_PER_SOURCE="3")
+    await store.save("bot-client", hash_secret(SECRET))
+    authenticator = Authenticator(settings, store)
+    try:
+        for number in range(3):
+            with pytest.raises(Unauthenticated):
+                await authenticator.issue_token(f"guess-{number}", "wrong", "10.0.0.9")
+        with pytest.raises(TooManyFailedAttempts, match="from this address"):
+            await authenticator.issue_token("bot-client", SECRET, "10.0.0.9")
+        assert (await authenticator.issue_token("bot-client", SECRET, "10.0.0.10")).token
+    finally:
+        authenticator.close()
