@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError, document_response
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from services.errors import (
     BackendNotConfigured,
@@ -135,7 +135,11 @@ def _http_error(error: HTTPException) -> Response:
         # Quart raises a bare 400 when the body is not valid JSON.
         message = "the request body is not valid JSON"
     code = _HTTP_CODES.get(status, error.name.replace(" ", ""))
-    return _error_response({"success": False, "error": message, "code": code}, status)
+    response = _error_response({"success": False, "error": message, "code": code}, status)
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        # RFC 9110: a 405 names the methods the resource takes.
+        response.headers["Allow"] = ", ".join(sorted(error.valid_methods))
+    return response
 
 
 def _unexpected_error(error: Exception) -> Response:
