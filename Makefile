@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format proto bench bench-runtime clean
+.PHONY: install run test lint format proto fuzz bench bench-runtime clean
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ run: install
 # Coverage of the module's own code; the run fails below the floor in pyproject.toml ([tool.coverage.report]).
 test: install
 	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
+
+# schemathesis on /openapi.json and hypothesis on every RPC, with many more examples than `make test` draws.
+FUZZ_EXAMPLES ?= 300
+fuzz: install
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/routes/test_fuzz_openapi.py tests/grpc_api/test_fuzz.py
 
 # The generated modules are committed (tests/proto checks they match the .proto); this remakes them.
 proto: install

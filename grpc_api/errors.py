@@ -14,6 +14,7 @@ from services.errors import (
     FunctionNotFound,
     InternalError,
     InvalidRequest,
+    PageNotFound,
     PayloadTooLarge,
     ServiceError,
     Throttled,
@@ -29,6 +30,7 @@ GRPC_STATUS_BY_ERROR: dict[type[ServiceError], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
     FunctionNotFound: grpc.StatusCode.NOT_FOUND,
+    PageNotFound: grpc.StatusCode.NOT_FOUND,
     Throttled: grpc.StatusCode.RESOURCE_EXHAUSTED,
     # Lambda answered with its own failure (REST's 502): gRPC's mapping of 502 is UNAVAILABLE.
     UpstreamError: grpc.StatusCode.UNAVAILABLE,

@@ -17,7 +17,7 @@ security_scheme_blueprint(blueprint, [{"bearer": []}])
 @blueprint.get("/api/v1/functions")
 @validate_querystring(ListQuery)
 @document_response(FunctionPageReply, 200)
-@documents_errors(400, 401, 429, 502, 503, 504)
+@documents_errors(400, 401, 404, 429, 502, 503, 504)
 async def list_functions(query_args: ListQuery) -> FunctionPageReply:
     """One page of the functions the caller may reach, and `next_marker` for the next page."""
     page = await app_services().service.list_functions(current_caller(), query_args.max_items, query_args.next_marker)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from quart import Blueprint, Quart, abort, send_from_directory
 from quart.typing import ResponseReturnValue
 from quart_schema import QuartSchema, hide
+from quart_schema.openapi import OpenAPIProvider
 
 from config import MODULE_VERSION
+from routes.context import EXTENSION_KEY
+from routes.schemas import FUNCTION_NAME_SCHEMA
+from services.domain import FUNCTION_REFERENCE_MAX_LENGTH
 
 DOCS_ASSETS_PATH = "/docs/static"
 # What the /docs page loads; nothing else of the package is served.
@@ -26,8 +31,42 @@ def install_openapi(app: Quart) -> None:
         security_schemes={"bearer": {"type": "http", "scheme": "bearer", "bearer_format": "JWT"}},
         redoc_ui_path=None,
         scalar_ui_path=None,
+        openapi_provider_class=ModuleOpenAPIProvider,
     )
     app.register_blueprint(_docs_assets_blueprint(_swagger_ui_dist()))
+
+
+class ModuleOpenAPIProvider(OpenAPIProvider):
+    """quart-schema's document, made to say exactly what the routes take (what its models alone cannot say)."""
+
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        for path, operations in document["paths"].items():
+            for operation in operations.values():
+                if "requestBody" in operation:
+                    # Every body-taking route needs its body: without one the answer is 400.
+                    operation["requestBody"]["required"] = True
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "path" and parameter.get("name") == "function_name":
+                        parameter["schema"] = {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": FUNCTION_REFERENCE_MAX_LENGTH,
+                            **FUNCTION_NAME_SCHEMA,
+                        }
+            if path == "/api/v1/batch":
+                self._limit_batch(document, operations)
+        return document
+
+    def _limit_batch(self, document: dict[str, Any], operations: dict[str, Any]) -> None:
+        """The batch's largest size is this deployment's MAX_BATCH_SIZE."""
+        services = self._app.extensions.get(EXTENSION_KEY)
+        if services is None:
+            return
+        body = operations["post"]["requestBody"]["content"]["application/json"]["schema"]
+        name = body.get("$ref", "").rsplit("/", 1)[-1]
+        model = document["components"]["schemas"].get(name, body)
+        model["properties"]["invocations"]["maxItems"] = services.settings.max_batch_size
 
 
 def _swagger_ui_dist() -> Path:

@@ -7,9 +7,20 @@ import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.json_schema import JsonDict
 
 from routes.errors import ErrorReply, http_status_for
-from services.domain import FunctionInfo, FunctionPage, InvokeRequest, InvokeResult
+from services.domain import (
+    ALIAS_MAX_LENGTH,
+    ALIAS_PATTERN,
+    FUNCTION_REFERENCE_MAX_LENGTH,
+    FUNCTION_REFERENCE_PATTERN,
+    VERSION_PATTERN,
+    FunctionInfo,
+    FunctionPage,
+    InvokeRequest,
+    InvokeResult,
+)
 from services.errors import ServiceError
 from services.lambda_service import encode_client_context
 
@@ -29,16 +40,50 @@ class TokenReply(BaseModel):
     token_type: str = "Bearer"
 
 
+def whole(pattern: str) -> str:
+    """A domain pattern as a JSON Schema `pattern`, which matches anywhere unless anchored."""
+    return f"^(?:{pattern})$"
+
+
+# The rules services/domain.py applies, shown in the document (validation stays there, with its messages).
+FUNCTION_NAME_SCHEMA: JsonDict = {"pattern": whole(FUNCTION_REFERENCE_PATTERN)}
+# An empty alias, version or qualifier means none, as an absent one does.
+ALIAS_SCHEMA: JsonDict = {"pattern": f"^(?:{ALIAS_PATTERN})?$"}
+VERSION_SCHEMA: JsonDict = {"pattern": f"^(?:{VERSION_PATTERN})?$"}
+# Lambda runs one qualifier: an alias and a version together are refused.
+_ALIAS_OR_VERSION: JsonDict = {
+    "not": {
+        "properties": {"alias": {"type": "string", "minLength": 1}, "version": {"type": "string", "minLength": 1}},
+        "required": ["alias", "version"],
+    }
+}
+QUALIFIER_SCHEMA: JsonDict = {"pattern": f"^(?:{ALIAS_PATTERN}|{VERSION_PATTERN})?$"}
+
+
+# A payload is any JSON value; a string is taken as JSON text (as routers have always sent it), so it must hold JSON.
+_PAYLOAD_SCHEMA: JsonDict = {
+    "anyOf": [
+        {"type": ["object", "array", "number", "integer", "boolean", "null"]},
+        {"type": "string", "contentMediaType": "application/json"},
+    ],
+    "description": "The event: any JSON value, or a string holding JSON text (an empty string means {}). Standard "
+    "JSON only: NaN, Infinity and numbers beyond a double are refused, and so is nesting deeper than 64 levels.",
+}
+Payload = Annotated[Any, WithJsonSchema(_PAYLOAD_SCHEMA)]
+
+
 class InvokeBody(BaseModel):
     """One invocation. `payload` is any JSON value, or a string holding JSON text."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ALIAS_OR_VERSION)
 
-    function_name: str = Field(min_length=1, max_length=256)
-    payload: Any = None
+    function_name: str = Field(
+        min_length=1, max_length=FUNCTION_REFERENCE_MAX_LENGTH, json_schema_extra=FUNCTION_NAME_SCHEMA
+    )
+    payload: Payload = None
     invocation_type: Literal["RequestResponse", "Event", "DryRun"] = "RequestResponse"
-    alias: str | None = Field(default=None, max_length=128)
-    version: str | None = Field(default=None, max_length=32)
+    alias: str | None = Field(default=None, max_length=ALIAS_MAX_LENGTH, json_schema_extra=ALIAS_SCHEMA)
+    version: str | None = Field(default=None, max_length=10, json_schema_extra=VERSION_SCHEMA)
     client_context: dict[str, Any] | None = None
 
     def to_domain(self) -> InvokeRequest:
@@ -59,8 +104,17 @@ class InvokeAsyncBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    function_name: str = Field(min_length=1, max_length=256)
-    payload: Any = None
+    function_name: str = Field(
+        min_length=1, max_length=FUNCTION_REFERENCE_MAX_LENGTH, json_schema_extra=FUNCTION_NAME_SCHEMA
+    )
+    payload: Payload = None
+
+
+_BATCH_ITEM_SCHEMA = {
+    "type": "object",
+    "description": "An invocation, as the body of POST /api/v1/invoke. Checked on its own: an item that is not a "
+    "valid invocation fails alone, with its error in its result.",
+}
 
 
 class BatchBody(BaseModel):
@@ -68,9 +122,9 @@ class BatchBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Each item is parsed on its own (a bad item fails alone, not the batch), so the model takes any value;
-    # the document shows what an item must be.
-    invocations: list[Annotated[Any, WithJsonSchema(InvokeBody.model_json_schema())]]
+    # Each item is parsed on its own, so that a bad item fails alone (its result says why) and not the batch:
+    # the batch takes any JSON object as an item, and its document says so.
+    invocations: list[Annotated[dict[str, Any], WithJsonSchema(_BATCH_ITEM_SCHEMA)]] = Field(min_length=1)
 
 
 class InvokeReply(BaseModel):
@@ -156,12 +210,13 @@ class ListQuery(BaseModel):
 
 
 class ConfigQuery(BaseModel):
-    qualifier: str | None = Field(default=None, max_length=128)
+    qualifier: str | None = Field(default=None, max_length=ALIAS_MAX_LENGTH, json_schema_extra=QUALIFIER_SCHEMA)
 
 
 def payload_bytes(payload: Any) -> bytes:
     """The bytes Lambda gets: a string is taken as JSON text, any other value is encoded as JSON."""
-    if payload is None:
+    # None and "" mean no event, as an empty payload does over gRPC.
+    if payload is None or payload == "":
         return b"{}"
     if isinstance(payload, str):
         return payload.encode("utf-8")

@@ -35,6 +35,10 @@ class FunctionNotFound(ServiceError):
     """Lambda has no such function, version or alias."""
 
 
+class PageNotFound(ServiceError):
+    """No page of the listing starts at this marker (only markers a previous page gave are)."""
+
+
 class Throttled(ServiceError):
     """Lambda throttled the call; `retry_after` is how long to wait, in seconds, when known."""
 

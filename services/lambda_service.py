@@ -38,6 +38,7 @@ from services.errors import (
     Forbidden,
     InternalError,
     InvalidRequest,
+    PageNotFound,
     PayloadTooLarge,
     ServiceError,
     UpstreamTimeout,
@@ -208,7 +209,16 @@ class LambdaService:
             arguments: dict[str, Any] = {"MaxItems": max_items - len(functions)}
             if marker:
                 arguments["Marker"] = marker
-            response = await self._read(functools.partial(self._client.list_functions, **arguments), "*")
+            try:
+                response = await self._read(functools.partial(self._client.list_functions, **arguments), "*")
+            except InvalidRequest as error:
+                if not marker or functions:
+                    raise
+                # The only parameter a caller gives Lambda here is the marker: Lambda did not know it.
+                raise PageNotFound(
+                    "no page of the listing starts at next_marker: give one a previous page returned, or none to "
+                    "list from the start"
+                ) from error
             functions.extend(
                 _function_info(item)
                 for item in response.get("Functions", [])

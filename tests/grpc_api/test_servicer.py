@@ -14,7 +14,16 @@ from grpc_api.interceptor import SERVICE_NAME
 from proto import lambda_action_pb2 as pb
 from proto import lambda_action_pb2_grpc as pb_grpc
 from tests.fake_lambda import ACCOUNT_ID, REGION, FakeLambda
-from tests.grpc_api.conftest import ECHO, FAILING, OUTSIDE, Harness, HarnessFactory, bearer, service_token
+from tests.grpc_api.conftest import (
+    ECHO,
+    FAILING,
+    OUTSIDE,
+    Harness,
+    HarnessFactory,
+    bearer,
+    error_code_of,
+    service_token,
+)
 from tests.records import invocation_row
 
 # -- InvokeFunction ---------------------------------------------------------------------------------------
@@ -392,11 +401,13 @@ async def test_list_functions_describes_each_function(harness: Harness):
     assert reply.next_marker == ""
 
 
-async def test_list_functions_with_a_marker_lambda_refuses_is_invalid(harness: Harness):
+async def test_list_functions_with_a_marker_lambda_does_not_know_is_not_found(harness: Harness):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await harness.stub.ListFunctions(pb.ListFunctionsRequest(next_marker="not-a-marker"), metadata=harness.router)
 
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_code_of(raised.value) == "PageNotFound"
+    assert "next_marker" in (raised.value.details() or "")
 
 
 # -- GetFunctionConfig ------------------------------------------------------------------------------------

@@ -213,7 +213,7 @@ async def test_a_batch_answers_each_item_in_order_with_its_own_error(client, aut
         {"payload": {"item": 1}},
         {"function_name": "other-echo", "payload": {"item": 2}},
         {"function_name": echo, "payload": {"item": 3}},
-        7,
+        {"function_name": echo, "alias": "live", "version": "1"},
         {"function_name": echo, "payload": {"item": 5}, "invocation_type": "Event"},
     ]
     response = await client.post("/api/v1/batch", json={"invocations": invocations}, headers=auth_headers)
@@ -234,13 +234,21 @@ async def test_a_batch_answers_each_item_in_order_with_its_own_error(client, aut
     assert results[2]["status_code"] == 403
     assert results[3]["payload"] == {"item": 3}
     assert results[4]["code"] == "InvalidRequest"
-    assert "invocations[4]" in results[4]["error"]
+    assert "alias or version" in results[4]["error"]
     assert results[5]["success"] is True
     assert results[5]["status_code"] == 202
     records = await _records(module)
     # The malformed items never became invocations; the forbidden one is on record as refused.
     assert sorted(json.loads(record["payload"])["item"] for record in records) == [0, 2, 3, 5]
     assert [record["error_code"] for record in records if not record["success"]] == ["Forbidden"]
+
+
+async def test_a_batch_whose_item_is_not_an_object_is_refused_whole(client, auth_headers, echo, module):
+    invocations = [{"function_name": echo}, 7]
+    response = await client.post("/api/v1/batch", json={"invocations": invocations}, headers=auth_headers)
+    body = await _error(response, 400, "InvalidRequest")
+    assert "invocations.1" in body["error"]
+    assert await _records(module) == []
 
 
 async def test_a_batch_over_max_batch_size_is_refused(client, auth_headers, echo, module):

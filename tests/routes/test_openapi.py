@@ -61,14 +61,18 @@ async def test_every_endpoint_documents_its_error_answers_with_the_one_error_sha
             assert set(schema["properties"]) == {"success", "error", "code"}
 
 
-async def test_batch_items_are_typed_as_invoke_bodies_and_health_has_its_answers(client):
+async def test_batch_items_are_objects_within_the_batch_size_and_health_has_its_answers(client, module):
     document = await _document(client)
-    batch = document["paths"]["/api/v1/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    operation = document["paths"]["/api/v1/batch"]["post"]
+    assert operation["requestBody"]["required"] is True
+    batch = operation["requestBody"]["content"]["application/json"]["schema"]
     if "$ref" in batch:
         batch = document["components"]["schemas"][batch["$ref"].rsplit("/", 1)[1]]
-    item = batch["properties"]["invocations"]["items"]
-    assert item["required"] == ["function_name"]
-    assert "payload" in item["properties"]
+    invocations = batch["properties"]["invocations"]
+    # Each item is checked on its own (a bad one fails alone), so the document takes any object as an item.
+    assert invocations["items"]["type"] == "object"
+    assert "POST /api/v1/invoke" in invocations["items"]["description"]
+    assert (invocations["minItems"], invocations["maxItems"]) == (1, module.settings.max_batch_size)
 
     health = document["paths"]["/health"]["get"]["responses"]
     assert {"200", "503"} <= set(health)
@@ -94,3 +98,23 @@ async def test_docs_work_offline_from_the_modules_own_files(client):
     # Only Swagger UI's own files are served from there.
     assert (await client.get("/docs/static/LICENSE")).status_code == 404
     assert (await client.get("/docs/static/..%2Fdist%2Findex.css")).status_code == 404
+
+
+async def test_the_document_says_what_names_qualifiers_and_bodies_must_be(client):
+    document = await _document(client)
+    paths = document["paths"]
+    for path in ("/api/v1/token", "/api/v1/invoke", "/api/v1/invoke-async", "/api/v1/batch"):
+        assert paths[path]["post"]["requestBody"]["required"] is True, path
+    [name] = [p for p in paths["/api/v1/functions/{function_name}"]["get"]["parameters"] if p["in"] == "path"]
+    assert name["schema"]["maxLength"] == 140
+    pattern = re.compile(name["schema"]["pattern"])
+    assert pattern.search("waddlebot-echo")
+    assert pattern.search("arn:aws:lambda:us-east-1:123456789012:function:waddlebot-echo")
+    assert not pattern.search("waddlebot-echo:live")
+    assert not pattern.search("bad name")
+    invoke = paths["/api/v1/invoke"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in invoke:
+        invoke = document["components"]["schemas"][invoke["$ref"].rsplit("/", 1)[1]]
+    assert re.compile(invoke["properties"]["version"]["pattern"]).search("12")
+    assert not re.compile(invoke["properties"]["version"]["pattern"]).search("0" * 31)
+    assert invoke["not"]["required"] == ["alias", "version"]

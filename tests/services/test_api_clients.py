@@ -91,7 +91,7 @@ async def test_changes_to_an_unknown_client_report_false(store: ClientStore):
     assert await store.list() == []
 
 
-@pytest.mark.parametrize("client_id", ["ab", "has space", "semi;colon", "x" * 129, ""])
+@pytest.mark.parametrize("client_id", ["ab", "has space", "semi;colon", "x" * 129, "", "bot-one\n", "bot\x00one"])
 async def test_badly_formed_client_ids_are_refused(store: ClientStore, client_id):
     with pytest.raises(InvalidRequest):
         await store.save(client_id, "hash")
