@@ -147,6 +147,7 @@ async def build_servers(settings: Settings, prepare: bool) -> Servers:
         grpc_server=grpc_server,
         close=services.close,
         lambda_endpoint=services.service.endpoint_url,
+        release_waiting=services.service.release_waiting,
     )
 
 

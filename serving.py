@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 # A worker that dies sooner than this after starting is not restarted: it would only die again (a bad port...).
 WORKER_MIN_UPTIME_SECONDS = 5.0
 WORKER_RESTART_DELAY_SECONDS = 1.0
+# How long before the end of the grace period callers still waiting are answered OutcomeUnknown: time enough for
+# the answers to leave before the servers cut what is left.
+RELEASE_MARGIN_SECONDS = 1.0
 # How long the parent waits, beyond the grace period, before it kills a worker that does not stop.
 WORKER_STOP_MARGIN_SECONDS = 10.0
 
@@ -43,6 +46,8 @@ class Servers:
     grpc_server: GrpcServer
     close: Callable[[], Awaitable[None]]
     lambda_endpoint: str
+    # Answers the callers still waiting for an invocation with OutcomeUnknown (see _release_before_the_cut).
+    release_waiting: Callable[[], int]
 
 
 # Builds the servers of one process inside its running loop; `prepare_clients` is False in a worker.
@@ -176,16 +181,29 @@ async def _serve(settings: Settings, build: BuildServers, parent_fd: int | None)
             await grpc_server.drain(settings.shutdown_grace_seconds)
 
         grpc_drained = asyncio.ensure_future(drain_grpc())
+        released = asyncio.ensure_future(_release_before_the_cut(stop, settings.shutdown_grace_seconds, servers))
         try:
             # Hypercorn stops listening when `stop` is set and waits up to its graceful timeout for requests.
             await hypercorn_serve(servers.rest_app, config, shutdown_trigger=stop.wait)
             await grpc_drained
         finally:
             grpc_drained.cancel()
+            released.cancel()
             await grpc_server.stop()
     finally:
         await servers.close()
         logger.info("%s stopped", MODULE_NAME)
+
+
+async def _release_before_the_cut(stop: asyncio.Event, grace_seconds: float, servers: Servers) -> None:
+    """Just before the grace period ends, answer the callers still waiting with OutcomeUnknown.
+
+    When it ends, both servers cut what is left: a REST caller would get an empty 500 and a gRPC caller
+    UNAVAILABLE, which clients retry, running the function again. OutcomeUnknown (409, ABORTED) they do not retry.
+    """
+    await stop.wait()
+    await asyncio.sleep(max(0.0, grace_seconds - min(RELEASE_MARGIN_SECONDS, grace_seconds / 2)))
+    servers.release_waiting()
 
 
 async def supervise_workers(settings: Settings, prepare: PrepareOnce) -> int:

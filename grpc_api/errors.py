@@ -14,6 +14,7 @@ from services.errors import (
     FunctionNotFound,
     InternalError,
     InvalidRequest,
+    OutcomeUnknown,
     PageNotFound,
     PayloadTooLarge,
     ServiceError,
@@ -31,6 +32,8 @@ GRPC_STATUS_BY_ERROR: dict[type[ServiceError], grpc.StatusCode] = {
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
     FunctionNotFound: grpc.StatusCode.NOT_FOUND,
     PageNotFound: grpc.StatusCode.NOT_FOUND,
+    # Not UNAVAILABLE nor DEADLINE_EXCEEDED, which routers retry: running the function again may do its work twice.
+    OutcomeUnknown: grpc.StatusCode.ABORTED,
     Throttled: grpc.StatusCode.RESOURCE_EXHAUSTED,
     # Lambda answered with its own failure (REST's 502): gRPC's mapping of 502 is UNAVAILABLE.
     UpstreamError: grpc.StatusCode.UNAVAILABLE,
@@ -43,6 +46,7 @@ GRPC_STATUS_BY_ERROR: dict[type[ServiceError], grpc.StatusCode] = {
 
 # Trailing metadata keys that carry the error's stable name and, when throttled, the seconds to wait.
 ERROR_CODE_KEY = "lambda-action-error-code"
+INVOCATION_ID_KEY = "lambda-action-invocation-id"
 RETRY_AFTER_KEY = "retry-after"
 
 
@@ -59,4 +63,6 @@ def error_metadata(error: ServiceError) -> tuple[tuple[str, str], ...]:
     metadata = [(ERROR_CODE_KEY, error.code)]
     if isinstance(error, Throttled) and error.retry_after is not None:
         metadata.append((RETRY_AFTER_KEY, str(max(1, math.ceil(error.retry_after)))))
+    if isinstance(error, OutcomeUnknown) and error.invocation_id:
+        metadata.append((INVOCATION_ID_KEY, error.invocation_id))
     return tuple(metadata)

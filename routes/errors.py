@@ -20,6 +20,7 @@ from services.errors import (
     FunctionNotFound,
     InternalError,
     InvalidRequest,
+    OutcomeUnknown,
     PageNotFound,
     PayloadTooLarge,
     ServiceError,
@@ -40,6 +41,8 @@ HTTP_STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     Forbidden: 403,
     FunctionNotFound: 404,
     PageNotFound: 404,
+    # A status the usual clients do not retry on their own: running the function again may do its work twice.
+    OutcomeUnknown: 409,
     Throttled: 429,
     UpstreamError: 502,
     UpstreamTimeout: 504,
@@ -66,6 +69,8 @@ class ErrorReply(BaseModel):
     success: bool = False
     error: str
     code: str
+    # Only with OutcomeUnknown (409): the invocation whose record will say how it ended.
+    invocation_id: str | None = None
 
 
 def documents_errors(*statuses: int) -> Callable[[T], T]:
@@ -88,8 +93,11 @@ def http_status_for(error: ServiceError) -> int:
 
 
 def error_body(error: ServiceError) -> dict[str, object]:
-    """The JSON body of a domain error."""
-    return {"success": False, "error": error.message, "code": error.code}
+    """The JSON body of a domain error (with the invocation's id when its outcome is unknown)."""
+    body: dict[str, object] = {"success": False, "error": error.message, "code": error.code}
+    if isinstance(error, OutcomeUnknown) and error.invocation_id:
+        body["invocation_id"] = error.invocation_id
+    return body
 
 
 def _error_response(body: dict[str, object], status: int) -> Response:

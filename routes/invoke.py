@@ -28,7 +28,7 @@ security_scheme_blueprint(blueprint, [{"bearer": []}])
 
 # What an invocation can answer besides its result: bad input, auth, reach, not found, size, throttling, and
 # Lambda or the module's own unavailability.
-INVOKE_ERRORS = (400, 401, 403, 404, 413, 415, 429, 502, 503, 504)
+INVOKE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 429, 502, 503, 504)
 
 # RequestResponse answers 200; an accepted Event invocation answers 202 Accepted.
 _HTTP_STATUS_BY_TYPE = {"RequestResponse": 200, "Event": 202, "DryRun": 200}

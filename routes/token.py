@@ -15,7 +15,7 @@ blueprint = Blueprint("token", __name__)
 @blueprint.post("/api/v1/token")
 @validate_request(TokenBody)
 @validate_response(TokenReply, 200)
-@documents_errors(400, 401, 413, 415, 503)
+@documents_errors(400, 401, 413, 415, 429, 503)
 async def issue_token(data: TokenBody) -> TokenReply:
     """Exchange a client's id and secret for a JWT."""
     issued = await app_services().authenticator.issue_token(data.client_id, data.client_secret, source_address())

@@ -75,6 +75,18 @@ class DeadlineExceeded(ServiceError):
     """The caller's deadline passed before the call could be sent to Lambda."""
 
 
+class OutcomeUnknown(ServiceError):
+    """The invocation may have run (or may still be running) but this answer cannot say how it ended.
+
+    Not to be retried blindly: running the function again may do its work twice. Its record, under
+    `invocation_id`, says how it ended once it has.
+    """
+
+    def __init__(self, message: str, invocation_id: str = "") -> None:
+        super().__init__(message)
+        self.invocation_id = invocation_id
+
+
 class BackendNotConfigured(ServiceError):
     """The module has no usable Lambda backend (no credentials, no endpoint)."""
 

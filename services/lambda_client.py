@@ -213,6 +213,36 @@ def _is_retryable(error: BaseException, mode: RetryMode) -> bool:
     return mode is RetryMode.READ and isinstance(error, (ReadTimeoutError, ConnectionClosedError))
 
 
+# Lambda's 5xx codes for failing to set the function up (its network, keys, code): it did not run.
+_SETUP_FAILURE_PREFIXES = (
+    "EC2",
+    "ENI",
+    "Subnet",
+    "InvalidSubnet",
+    "InvalidSecurityGroup",
+    "KMS",
+    "EFS",
+    "InvalidRuntime",
+    "InvalidZipFile",
+    "ResourceNotReady",
+    "SnapStart",
+)
+
+
+def may_have_run(error: BaseException) -> bool:
+    """Whether an Invoke that ended in `error` may have run the function all the same.
+
+    The request was sent and no answer came back (a read timeout, a connection closed mid-answer), or Lambda
+    failed on its side after taking the request; not when it refused, throttled, or failed to set the function up.
+    """
+    if isinstance(error, (ReadTimeoutError, ConnectionClosedError)):
+        return True
+    if isinstance(error, ClientError) and _http_status(error) >= 500:
+        code = error_code(error) or ""
+        return code not in _THROTTLING_CODES and not code.startswith(_SETUP_FAILURE_PREFIXES)
+    return False
+
+
 def error_code(error: BaseException) -> str | None:
     """Lambda's error code (such as ResourceNotFoundException) of a ClientError, else None."""
     if isinstance(error, ClientError):

@@ -38,6 +38,7 @@ from services.errors import (
     Forbidden,
     InternalError,
     InvalidRequest,
+    OutcomeUnknown,
     PageNotFound,
     PayloadTooLarge,
     ServiceError,
@@ -45,7 +46,7 @@ from services.errors import (
 )
 from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, JournalState, utc_now
 from services.json_rules import parse_json
-from services.lambda_client import CONTROL_PLANE_THREADS, RetryMode, RetryPolicy, translate_error
+from services.lambda_client import CONTROL_PLANE_THREADS, RetryMode, RetryPolicy, may_have_run, translate_error
 from services.policy import check_access, may_reach
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,8 @@ class LambdaService:
         )
         self._in_flight = 0
         self._running: set[asyncio.Task] = set()
+        # Callers waiting for an invocation's answer, each with its invocation's id.
+        self._waiting: dict[asyncio.Future[None], str] = {}
 
     @property
     def in_flight(self) -> int:
@@ -142,7 +145,44 @@ class LambdaService:
         task = asyncio.ensure_future(self._run_invocation(request, record, deadline))
         self._running.add(task)
         task.add_done_callback(self._invocation_done)
-        return await asyncio.shield(task)
+        return await self._answer_of(task, record.invocation_id)
+
+    async def _answer_of(self, task: asyncio.Task[InvokeResult], invocation_id: str) -> InvokeResult:
+        """The invocation's result, as `asyncio.shield(task)` would give it, unless `release_waiting` is called
+        first: then OutcomeUnknown, while the invocation runs on and is recorded."""
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def ended(_: asyncio.Task[InvokeResult]) -> None:
+            if not answer.done():
+                answer.set_result(None)
+
+        task.add_done_callback(ended)
+        self._waiting[answer] = invocation_id
+        try:
+            await answer
+        finally:
+            self._waiting.pop(answer, None)
+            task.remove_done_callback(ended)
+        return task.result()
+
+    def release_waiting(self) -> int:
+        """Answer every caller still waiting for an invocation with OutcomeUnknown (the module is stopping and
+        cannot wait longer); the invocations run on and are recorded. How many callers were released."""
+        released = 0
+        for answer, invocation_id in list(self._waiting.items()):
+            if not answer.done():
+                answer.set_exception(
+                    OutcomeUnknown(
+                        "the module is stopping and could not wait for this invocation to end: the function may "
+                        f"still be running; do not run it again blindly; the record of invocation {invocation_id} "
+                        "will say how it ended",
+                        invocation_id,
+                    )
+                )
+                released += 1
+        if released:
+            logger.warning("stopping: %d callers answered OutcomeUnknown, their invocations still running", released)
+        return released
 
     async def invoke_async(
         self,
@@ -315,10 +355,15 @@ class LambdaService:
             duration_ms = (time.perf_counter() - started) * 1000
             if journaled.start_failed:
                 raise  # refused: the journal cannot take it, and no invocation runs unrecorded
+            failure = error
+            if request.invocation_type != "DryRun" and journaled.started and may_have_run(error.__cause__ or error):
+                failure = _outcome_unknown(error, record.invocation_id)
             # Ended before its first attempt (the caller's deadline), or during one: recorded either way.
-            await self._record_failure(record, error, duration_ms, started=journaled.started)
+            await self._record_failure(record, failure, duration_ms, started=journaled.started)
             if not isinstance(error, ServiceError):
                 logger.exception("invocation %s failed unexpectedly", record.invocation_id)
+            if failure is not error:
+                raise failure from error
             raise
         if journaled.outcome_error is not None:
             logger.error(
@@ -449,6 +494,15 @@ class LambdaService:
                     self._retry.max_retries,
                 )
                 await self._sleep(delay)
+
+
+def _outcome_unknown(error: Exception, invocation_id: str) -> OutcomeUnknown:
+    cause = error.message if isinstance(error, ServiceError) else "calling Lambda failed"
+    return OutcomeUnknown(
+        f"{cause}; the function may have run all the same: do not run it again blindly; the record of invocation "
+        f"{invocation_id} will say how it ended",
+        invocation_id,
+    )
 
 
 @dataclass

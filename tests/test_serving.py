@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -332,6 +333,64 @@ def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(start_module, 
     assert module.process.wait(timeout=30) == 0, module.text()
     rows = _invocation_rows(module.database)
     assert sorted((row[1], row[2], row[3]) for row in rows) == [("grpc", "T", 200), ("rest", "T", 200)]
+
+
+def test_calls_still_running_when_the_grace_ends_get_outcome_unknown_not_a_retryable_error(
+    start_module, fake: FakeLambda
+):
+    release = threading.Event()
+    fake.add_function("waddlebot-slow", hold=release)
+    module = start_module(SHUTDOWN_GRACE_SECONDS="3")
+    token = module.token()
+    replies: dict[str, object] = {}
+
+    def grpc_call() -> None:
+        with grpc.insecure_channel(module.grpc_target) as channel:
+            try:
+                replies["grpc"] = pb_grpc.LambdaActionStub(channel).InvokeFunction(
+                    pb.InvokeFunctionRequest(function_name="waddlebot-slow", payload='{"n": 1}', token=token),
+                    timeout=30,
+                )
+            except grpc.RpcError as error:
+                replies["grpc"] = error
+
+    def rest_call() -> None:
+        request = urllib.request.Request(
+            f"{module.rest_url}/api/v1/invoke",
+            data=json.dumps({"function_name": "waddlebot-slow", "payload": {"n": 2}}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                replies["rest"] = (response.status, json.load(response))
+        except urllib.error.HTTPError as error:
+            replies["rest"] = (error.code, json.load(error))
+
+    callers = [threading.Thread(target=grpc_call), threading.Thread(target=rest_call)]
+    for caller in callers:
+        caller.start()
+    fake.wait_until_active(2)
+    module.process.send_signal(signal.SIGTERM)
+    for caller in callers:
+        caller.join(timeout=30)
+    # Both answered before the servers cut what was left; only then does the function finish.
+    release.set()
+
+    grpc_reply = replies["grpc"]
+    assert isinstance(grpc_reply, grpc.RpcError), grpc_reply
+    assert grpc_reply.code() == grpc.StatusCode.ABORTED, grpc_reply
+    trailers = dict(grpc_reply.trailing_metadata() or ())
+    assert trailers["lambda-action-error-code"] == "OutcomeUnknown"
+    assert "do not run it again" in (grpc_reply.details() or "")
+    status, body = replies["rest"]
+    assert status == 409, body
+    assert body["code"] == "OutcomeUnknown"
+    assert module.process.wait(timeout=30) == 0, module.text()
+    assert "Traceback" not in module.text()
+    # The invocations ran on to their end and are on record, under the ids the callers were given.
+    rows = {row[0]: row for row in _invocation_rows(module.database)}
+    assert set(rows) == {trailers["lambda-action-invocation-id"], body["invocation_id"]}
+    assert sorted((row[1], row[2]) for row in rows.values()) == [("grpc", "T"), ("rest", "T")]
 
 
 def test_two_workers_share_both_ports_and_stop_together(start_module, fake: FakeLambda):

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from botocore.config import Config
 
-from grpc_api.errors import ERROR_CODE_KEY, RETRY_AFTER_KEY, error_metadata, grpc_status_for
+from grpc_api.errors import ERROR_CODE_KEY, INVOCATION_ID_KEY, RETRY_AFTER_KEY, error_metadata, grpc_status_for
 from proto import lambda_action_pb2 as pb
 from services import errors
 from services.lambda_client import botocore_config, build_lambda_client
@@ -257,24 +257,40 @@ async def test_lambda_out_of_reach_is_unavailable(make_harness: HarnessFactory):
     assert record["error_code"] == "UpstreamUnavailable"
 
 
-@pytest.mark.parametrize(
-    ("reply", "code"),
-    [
-        pytest.param(Reply.service_error(), "UpstreamError", id="lambda-5xx"),
-        pytest.param(Reply.error(403, "UnrecognizedClientException", "bad key"), "UpstreamError", id="credentials"),
-        pytest.param(Reply.dropped(), "UpstreamUnavailable", id="dropped-connection"),
-    ],
-)
-async def test_lambda_failing_a_synchronous_call_is_unavailable_and_not_resent(
-    harness: Harness, fake: FakeLambda, reply: Reply, code: str
+async def test_lambda_refusing_the_modules_credentials_is_unavailable_and_not_resent(
+    harness: Harness, fake: FakeLambda
 ):
-    fake.functions[ECHO].script(reply)
+    fake.functions[ECHO].script(Reply.error(403, "UnrecognizedClientException", "bad key"))
 
     error = await _invoke_error(harness)
 
     assert error.code() == grpc.StatusCode.UNAVAILABLE
-    assert error_code_of(error) == code
-    assert len(fake.calls("Invoke", ECHO)) == 1  # the function may have run: never sent twice
+    assert error_code_of(error) == "UpstreamError"
+    assert len(fake.calls("Invoke", ECHO)) == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "says"),
+    [
+        pytest.param(Reply.service_error(), "ServiceException", id="lambda-5xx"),
+        pytest.param(Reply.dropped(), "closed before it answered", id="dropped-connection"),
+    ],
+)
+async def test_lambda_failing_after_taking_a_call_is_aborted_outcome_unknown_and_not_resent(
+    harness: Harness, fake: FakeLambda, reply: Reply, says: str
+):
+    # Not UNAVAILABLE, which routers retry: the function may have run, and running it again may do its work twice.
+    fake.functions[ECHO].script(reply)
+
+    error = await _invoke_error(harness)
+
+    assert error.code() == grpc.StatusCode.ABORTED
+    assert error_code_of(error) == "OutcomeUnknown"
+    assert says in (error.details() or "")
+    assert len(fake.calls("Invoke", ECHO)) == 1
+    [record] = await harness.records(ECHO)
+    assert trailing(error)[INVOCATION_ID_KEY] == record["invocation_id"]
+    assert record["error_code"] == "OutcomeUnknown"
 
 
 async def test_no_aws_credentials_is_unavailable_backend_not_configured(
@@ -320,7 +336,7 @@ async def test_a_database_that_does_not_answer_is_unavailable(harness: Harness, 
 # -- DEADLINE_EXCEEDED ------------------------------------------------------------------------------------
 
 
-async def test_lambda_not_answering_in_time_is_deadline_exceeded(
+async def test_lambda_not_answering_in_time_is_aborted_outcome_unknown(
     make_harness: HarnessFactory, make_settings: SettingsFactory, fake: FakeLambda
 ):
     # The module reads for LAMBDA_TIMEOUT + 15 s, too long for a test: this client is the module's own botocore
@@ -333,8 +349,9 @@ async def test_lambda_not_answering_in_time_is_deadline_exceeded(
 
         error = await _invoke_error(harness, seconds=5)
 
-        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert error_code_of(error) == "UpstreamTimeout"
+        # Not DEADLINE_EXCEEDED, which routers retry: the function may still be running.
+        assert error.code() == grpc.StatusCode.ABORTED
+        assert error_code_of(error) == "OutcomeUnknown"
         assert "may still be running" in error.details()
         assert len(fake.calls("Invoke", ECHO)) == 1
     finally:

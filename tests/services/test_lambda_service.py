@@ -22,10 +22,10 @@ from services.errors import (
     Forbidden,
     FunctionNotFound,
     InvalidRequest,
+    OutcomeUnknown,
     PayloadTooLarge,
     ServiceError,
     Throttled,
-    UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -408,14 +408,20 @@ async def test_connection_refused_is_retried_then_unavailable(make_module, make_
     assert record["error_code"] == "UpstreamUnavailable"
 
 
-async def test_service_exception_on_a_synchronous_invoke_is_not_retried(service: LambdaService, fake: FakeLambda):
+async def test_service_exception_on_a_synchronous_invoke_is_not_retried(
+    module: Services, service: LambdaService, fake: FakeLambda
+):
     # The function may have run: a second request could run it twice.
     fake.functions[ECHO].script(Reply.service_error())
 
-    with pytest.raises(UpstreamError, match="ServiceException"):
+    with pytest.raises(OutcomeUnknown, match=r"ServiceException.*may have run") as raised:
         await invoke(service)
 
     assert len(fake.calls("Invoke", ECHO)) == 1
+    # The answer names the invocation, whose record says how it ended once it is known.
+    [record] = await records_of(module, ECHO)
+    assert raised.value.invocation_id == record["invocation_id"]
+    assert (record["success"], record["error_code"]) == (False, "OutcomeUnknown")
 
 
 async def test_service_exception_on_an_event_invoke_is_retried(service: LambdaService, fake: FakeLambda):
@@ -432,7 +438,8 @@ async def test_service_exception_on_an_event_invoke_gives_up_after_max_retries(m
     module = await make_module(MAX_RETRIES="1")
     fake.functions[ECHO].script(*[Reply.service_error()] * 5)
 
-    with pytest.raises(UpstreamError):
+    # Lambda may have queued the event all the same: the caller must not simply send it again.
+    with pytest.raises(OutcomeUnknown):
         await module.service.invoke_async(ECHO, b"{}", ROUTER, "rest")
 
     assert len(fake.calls("Invoke", ECHO)) == 2
@@ -441,7 +448,8 @@ async def test_service_exception_on_an_event_invoke_gives_up_after_max_retries(m
 async def test_dropped_connection_on_a_synchronous_invoke_is_not_retried(service: LambdaService, fake: FakeLambda):
     fake.functions[ECHO].script(Reply.dropped())
 
-    with pytest.raises(UpstreamUnavailable, match="closed"):
+    # The request reached Lambda, and the answer was lost: the function may have run.
+    with pytest.raises(OutcomeUnknown, match="closed before it answered"):
         await invoke(service)
 
     assert len(fake.calls("Invoke", ECHO)) == 1
@@ -458,13 +466,13 @@ async def test_read_timeout_on_a_synchronous_invoke_is_sent_once(
     module = await make_module(lambda_client=client, DATABASE_URL=database_url)
     fake.functions[ECHO].delay = 10  # cut short when the fake stops
 
-    with pytest.raises(UpstreamTimeout, match="may still be running"):
+    with pytest.raises(OutcomeUnknown, match="may still be running"):
         await invoke(module.service)
 
     assert len(fake.calls("Invoke", ECHO)) == 1
     [record] = await records_of(module, ECHO)
     assert record["success"] is False
-    assert record["error_code"] == "UpstreamTimeout"
+    assert record["error_code"] == "OutcomeUnknown"
     assert record["completed_at"] is not None
 
 
@@ -722,3 +730,28 @@ async def test_when_the_journal_cannot_take_an_outcome_the_answer_stands_and_the
     record = await invocation_row(module, result.invocation_id)
     assert record is not None
     assert (record["success"], record["status_code"], record["completed_at"] is not None) == (True, 200, True)
+
+
+async def test_released_callers_get_outcome_unknown_while_their_invocations_run_on_and_are_recorded(
+    module: Services, fake: FakeLambda
+):
+    gate = threading.Event()
+    fake.functions[ECHO].hold = gate
+    waiting = asyncio.ensure_future(invoke(module.service, payload=b'{"n": 5}'))
+    await asyncio.to_thread(fake.wait_until_active, 1)
+
+    assert module.service.release_waiting() == 1
+    with pytest.raises(OutcomeUnknown, match="could not wait") as raised:
+        await waiting
+    assert module.service.in_flight == 1  # still running
+
+    gate.set()
+    for _ in range(200):
+        if module.service.in_flight == 0:
+            break
+        await asyncio.sleep(0.01)
+    record = await invocation_row(module, raised.value.invocation_id)
+    assert record is not None
+    assert (record["success"], record["status_code"]) == (True, 200)
+    # Nobody waiting: nothing to release.
+    assert module.service.release_waiting() == 0
