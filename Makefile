@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format proto fuzz bench bench-runtime clean
+.PHONY: install run test lint format proto fuzz soak bench bench-runtime clean
 
 install: $(STAMP)
 
@@ -25,6 +25,12 @@ test: install
 FUZZ_EXAMPLES ?= 300
 fuzz: install
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/routes/test_fuzz_openapi.py tests/grpc_api/test_fuzz.py
+
+# Slow fault runs: PostgreSQL refused, then blackholed, under a gRPC load; fails if a call failed or a record
+# was lost or doubled. Needs PostgreSQL (a database of its own is made beside BENCH_DATABASE_URL's).
+SOAK_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+soak: install
+	BENCH_DATABASE_URL=$(SOAK_DATABASE_URL) $(BIN)/python bench/database_outage.py --before 5 --refused 5 --blackhole 5 --after 5
 
 # The generated modules are committed (tests/proto checks they match the .proto); this remakes them.
 proto: install

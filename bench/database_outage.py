@@ -114,7 +114,8 @@ def main() -> int:
     print(f"journal drained: {drained}; answered {len(answered)}, rows {len(rows)}", end="")
     print(f", lost {len(lost)}, doubled {len(doubled)}")
     _drop_database(admin_url)
-    return 0 if drained and not lost and not doubled else 1
+    errors = sum(phase["errors"] for phase in results)
+    return 0 if drained and not lost and not doubled and not errors else 1
 
 
 async def _drive(target: str, token: str, callers: int, phases: list) -> list[dict]:
