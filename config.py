@@ -74,6 +74,8 @@ class Settings:
     local_functions_dir: str = str(DEFAULT_FUNCTIONS_DIR)
     local_lambda_port: int = 9001
     aws_region: str = "us-east-1"
+    # The AWS account whose functions the module invokes when given an ARN; unset, STS tells it (see README).
+    aws_account_id: str = ""
     lambda_function_prefix: str = "waddlebot-"
     lambda_timeout: int = 300
     lambda_memory_size: int = 512
@@ -235,6 +237,12 @@ def _secret_key(reader: _Reader, environment: str) -> tuple[str, bool]:
     return key, False
 
 
+def _account_id(value: str) -> str:
+    if value and not (len(value) == 12 and value.isdigit()):
+        raise SettingsError(f"AWS_ACCOUNT_ID={value!r} must be the 12 digits of an AWS account")
+    return value
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build the settings from a mapping of environment variables; raise SettingsError on a bad value."""
     reader = _Reader(environ)
@@ -301,6 +309,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         local_functions_dir=str((PROJECT_ROOT / reader.text("LOCAL_FUNCTIONS_DIR", "functions")).resolve()),
         local_lambda_port=reader.integer("LOCAL_LAMBDA_PORT", 9001, 0, 65535),
         aws_region=reader.text("AWS_REGION", reader.text("AWS_DEFAULT_REGION", "us-east-1")),
+        aws_account_id=_account_id(reader.text("AWS_ACCOUNT_ID", "")),
         lambda_function_prefix=prefix,
         lambda_timeout=reader.integer("LAMBDA_TIMEOUT", 300, 1, 900),
         lambda_memory_size=reader.integer("LAMBDA_MEMORY_SIZE", 512, 128, 10240),

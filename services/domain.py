@@ -31,6 +31,8 @@ ALIAS_PATTERN = rf"(?!\d+$)[A-Za-z0-9_-]{{1,{ALIAS_MAX_LENGTH}}}"
 VERSION_PATTERN = rf"\$LATEST|\d{{1,{VERSION_MAX_LENGTH}}}"
 
 _FUNCTION_REFERENCE = re.compile(rf"{_ARN_PREFIX}(?P<name>{FUNCTION_NAME_PATTERN})")
+_ARN_OWNER = re.compile(r"arn:(?P<partition>aws[a-zA-Z-]*):lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:")
+_PARTIAL_ARN_OWNER = re.compile(r"(?P<account>\d{12}):function:")
 _ALIAS = re.compile(ALIAS_PATTERN)
 _VERSION = re.compile(VERSION_PATTERN)
 
@@ -49,6 +51,35 @@ def function_name_of(reference: str) -> str:
             "own fields"
         )
     return match.group("name")
+
+
+@dataclass(frozen=True)
+class FunctionOwner:
+    """Where a function lives, as an ARN names it: a partial ARN names only the account."""
+
+    account: str
+    region: str | None = None
+    partition: str | None = None
+
+
+def owner_named_by(reference: str) -> FunctionOwner | None:
+    """The account (and region and partition) a function ARN or partial ARN names; None for a bare name."""
+    full = _ARN_OWNER.match(reference)
+    if full is not None:
+        return FunctionOwner(full["account"], full["region"], full["partition"])
+    partial = _PARTIAL_ARN_OWNER.match(reference)
+    return FunctionOwner(partial["account"]) if partial is not None else None
+
+
+def partition_of(region: str) -> str:
+    """The AWS partition a region belongs to."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    if region.startswith("us-iso"):
+        return "aws-iso-b" if region.startswith("us-isob") else "aws-iso"
+    return "aws"
 
 
 def check_alias(alias: str) -> None:

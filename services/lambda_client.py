@@ -68,6 +68,8 @@ _NO_CREDENTIALS_HINT = (
 )
 # The embedded runtime checks no signature, but botocore signs every request and needs some credentials.
 LOCAL_RUNTIME_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+# The account the embedded runtime's ARNs name.
+LOCAL_RUNTIME_ACCOUNT = "000000000000"
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_LAMBDA", "AWS_ENDPOINT_URL")
 
 
@@ -114,6 +116,19 @@ def build_local_lambda_client(settings: Settings, endpoint_url: str) -> LambdaCl
     session = boto3.session.Session(**LOCAL_RUNTIME_CREDENTIALS)
     client: LambdaClient = session.client("lambda", endpoint_url=endpoint_url, config=botocore_config(settings))
     return client
+
+
+def caller_account(settings: Settings) -> str:
+    """The AWS account the module's credentials belong to, from STS (blocking; BotoCoreError or ClientError)."""
+    sts = boto3.session.Session().client(
+        "sts",
+        region_name=settings.aws_region,
+        config=Config(connect_timeout=3, read_timeout=5, retries={"total_max_attempts": 1}),
+    )
+    try:
+        return str(sts.get_caller_identity()["Account"])
+    finally:
+        sts.close()
 
 
 def client_for_backend(settings: Settings) -> LambdaClient:

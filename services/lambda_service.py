@@ -30,6 +30,8 @@ from services.domain import (
     check_version,
     function_name_of,
     invocation_type_of,
+    owner_named_by,
+    partition_of,
 )
 from services.errors import (
     ConcurrencyLimitReached,
@@ -46,7 +48,15 @@ from services.errors import (
 )
 from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, JournalState, utc_now
 from services.json_rules import parse_json
-from services.lambda_client import CONTROL_PLANE_THREADS, RetryMode, RetryPolicy, may_have_run, translate_error
+from services.lambda_client import (
+    CONTROL_PLANE_THREADS,
+    LOCAL_RUNTIME_ACCOUNT,
+    RetryMode,
+    RetryPolicy,
+    caller_account,
+    may_have_run,
+    translate_error,
+)
 from services.policy import check_access, may_reach
 
 logger = logging.getLogger(__name__)
@@ -101,6 +111,8 @@ class LambdaService:
         )
         self._in_flight = 0
         self._running: set[asyncio.Task] = set()
+        # The AWS account function ARNs must name, once known (see _own_account).
+        self._account: str | None = None
         # Callers waiting for an invocation's answer, each with its invocation's id.
         self._waiting: dict[asyncio.Future[None], str] = {}
 
@@ -123,13 +135,14 @@ class LambdaService:
         """
         # Malformed requests are refused unrecorded; refusals of well-formed ones (not allowed, over the cap)
         # are recorded, so the history shows every invocation someone asked for and why it did not run.
-        name = function_name_of(request.function_name)
+        function_name_of(request.function_name)  # InvalidRequest for a malformed name, before anything else
         self._validate(request)
         # Refused unrecorded when the journal is full: no invocation runs without its record.
         self._log.check_room()
-        record = _start_record(request, name, caller, transport)
+        record = _start_record(request, caller, transport)
         try:
             self._check_access(caller, request.function_name)
+            await self._check_owner(request.function_name)
             if self._in_flight >= self._max_in_flight:
                 raise ConcurrencyLimitReached(
                     f"this module has {self._max_in_flight} invocations in flight (MAX_CONCURRENT_REQUESTS); "
@@ -274,6 +287,7 @@ class LambdaService:
     ) -> FunctionInfo:
         """The configuration of one function (of a version or alias when `qualifier` is given)."""
         self._check_access(caller, function_name)
+        await self._check_owner(function_name)
         arguments: dict[str, Any] = {"FunctionName": function_name}
         if qualifier:
             check_qualifier(qualifier)
@@ -309,6 +323,45 @@ class LambdaService:
         except Forbidden as error:
             audit.denied(caller.label, function_name, error.message)
             raise
+
+    async def _check_owner(self, reference: str) -> None:
+        """Forbidden when an ARN names another account, region or partition than the module's own."""
+        named = owner_named_by(reference)
+        if named is None:
+            return
+        own = await self._own_account()
+        if own is None:
+            raise Forbidden(
+                "function_name is an ARN, but this module does not know its AWS account to check it against: set "
+                "AWS_ACCOUNT_ID, or give the function's name"
+            )
+        region = self._settings.aws_region
+        partition = partition_of(region)
+        if named.account != own or named.region not in (None, region) or named.partition not in (None, partition):
+            where = f"account {named.account}" + (f", region {named.region}" if named.region else "")
+            raise Forbidden(
+                f"function_name names a function of {where}; this module invokes only the functions of account "
+                f"{own} in region {region} ({partition})"
+            )
+
+    async def _own_account(self) -> str | None:
+        """The account ARNs must name: the embedded runtime's, AWS_ACCOUNT_ID, or STS's answer (asked once).
+
+        None when it cannot be known: an endpoint other than AWS's is configured without AWS_ACCOUNT_ID, or STS
+        did not answer (asked again next time).
+        """
+        if self._account is not None:
+            return self._account
+        if self._settings.lambda_backend == "local":
+            self._account = LOCAL_RUNTIME_ACCOUNT
+        elif self._settings.aws_account_id:
+            self._account = self._settings.aws_account_id
+        elif ".amazonaws.com" in self.endpoint_url:
+            try:
+                self._account = await self._read(lambda: caller_account(self._settings), "*")
+            except ServiceError as error:
+                logger.warning("could not learn this module's AWS account from STS: %s", error.message)
+        return self._account
 
     def _validate(self, request: InvokeRequest) -> None:
         invocation_type_of(request.invocation_type)
@@ -514,10 +567,11 @@ class _Journaled:
     outcome_error: Exception | None = None
 
 
-def _start_record(request: InvokeRequest, name: str, caller: Caller, transport: Transport) -> InvocationStart:
+def _start_record(request: InvokeRequest, caller: Caller, transport: Transport) -> InvocationStart:
     return InvocationStart(
         invocation_id=uuid.uuid4().hex,
-        function_name=name,
+        # As the caller gave it: an ARN stays an ARN in the record, which says what was asked for.
+        function_name=request.function_name,
         invocation_type=request.invocation_type,
         payload=request.payload.decode("utf-8", errors="replace"),
         alias=request.alias,

@@ -13,6 +13,7 @@ import pytest
 from app import Services, build_services, create_app
 from config import Settings, load_settings
 from models import connect
+from tests.fake_lambda import ACCOUNT_ID as FAKE_ACCOUNT_ID
 from tests.fake_lambda import FakeLambda
 
 TEST_SECRET_KEY = "test-secret-key-" + "k" * 64
@@ -77,6 +78,8 @@ def make_settings(tmp_path: Path, sqlite_url: str) -> SettingsFactory:
             "LOG_DIR": str(tmp_path / "logs"),
             "LOG_SPOOL_DIR": str(tmp_path / "spool"),
             "AWS_REGION": AWS_REGION,
+            # The fake Lambda's account, whose ARNs the module then accepts (no STS to ask here).
+            "AWS_ACCOUNT_ID": FAKE_ACCOUNT_ID,
             "RETRY_DELAY": "0.01",
             "LAMBDA_TIMEOUT": "30",
             "BOOTSTRAP_CLIENT_ID": TEST_CLIENT_ID,

@@ -339,3 +339,10 @@ def test_token_lifetime_cap_and_leeway_have_defaults_and_bounds():
         load_settings({"JWT_EXPIRATION_SECONDS": "7200", "MAX_TOKEN_LIFETIME_SECONDS": "3600"})
     with pytest.raises(SettingsError, match="JWT_LEEWAY_SECONDS"):
         load_settings({"JWT_LEEWAY_SECONDS": "301"})
+
+
+def test_aws_account_id_is_twelve_digits_or_unset():
+    assert load_settings({}).aws_account_id == ""
+    assert load_settings({"AWS_ACCOUNT_ID": "123456789012"}).aws_account_id == "123456789012"
+    with pytest.raises(SettingsError, match="AWS_ACCOUNT_ID='12345' must be the 12 digits"):
+        load_settings({"AWS_ACCOUNT_ID": "12345"})

@@ -156,14 +156,14 @@ async def test_no_client_context_sends_no_header(harness: Harness, fake: FakeLam
     assert "x-amz-client-context" not in request.headers
 
 
-async def test_a_function_arn_is_accepted_and_recorded_by_its_name(harness: Harness, fake: FakeLambda):
+async def test_a_function_arn_is_accepted_and_recorded_as_given(harness: Harness, fake: FakeLambda):
     arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{ECHO}"
 
     reply = await harness.stub.InvokeFunction(pb.InvokeFunctionRequest(function_name=arn), metadata=harness.router)
 
     assert reply.success is True
     assert len(fake.calls("Invoke", ECHO)) == 1
-    assert (await invocation_row(harness.module, reply.invocation_id))["function_name"] == ECHO
+    assert (await invocation_row(harness.module, reply.invocation_id))["function_name"] == arn
 
 
 async def test_a_function_error_is_ok_with_success_false_and_the_error_payload(harness: Harness):

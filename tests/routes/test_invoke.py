@@ -10,6 +10,7 @@ import pytest
 
 from app import Services
 from tests.conftest import TEST_SECRET_KEY
+from tests.fake_lambda import ACCOUNT_ID
 from tests.records import invocation_rows
 
 ECHO = "waddlebot-echo"
@@ -110,14 +111,22 @@ async def test_alias_and_version_together_are_refused(client, auth_headers, echo
     assert await _records(module) == []
 
 
-@pytest.mark.parametrize("name", ["other-echo", "arn:aws:lambda:us-east-1:123456789012:function:other-echo"])
+@pytest.mark.parametrize("name", ["other-echo", f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:other-echo"])
 async def test_a_function_outside_the_prefix_is_forbidden(client, auth_headers, echo, module, name):
     response = await client.post("/api/v1/invoke", json={"function_name": name}, headers=auth_headers)
     body = await _error(response, 403, "Forbidden")
     assert "waddlebot-" in body["error"]
-    # Refused, never sent, and on record as refused.
+    # Refused, never sent, and on record as refused, under the name as given.
     [record] = await _records(module)
-    assert (record["function_name"], record["success"], record["error_code"]) == ("other-echo", False, "Forbidden")
+    assert (record["function_name"], record["success"], record["error_code"]) == (name, False, "Forbidden")
+
+
+async def test_an_arn_of_another_account_is_forbidden(client, auth_headers, echo, aws):
+    name = f"arn:aws:lambda:us-east-1:999999999999:function:{ECHO}"
+    response = await client.post("/api/v1/invoke", json={"function_name": name}, headers=auth_headers)
+    body = await _error(response, 403, "Forbidden")
+    assert f"only the functions of account {ACCOUNT_ID}" in body["error"]
+    assert aws.calls("Invoke") == []
 
 
 @pytest.mark.parametrize("name", [f"{ECHO}:live", "waddlebot-bad name", "x" * 65])

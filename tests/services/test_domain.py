@@ -7,6 +7,7 @@ import pytest
 from services.domain import (
     FUNCTION_REFERENCE_MAX_LENGTH,
     MAX_LIST_PAGE,
+    FunctionOwner,
     InvokeResult,
     check_alias,
     check_page_size,
@@ -14,6 +15,8 @@ from services.domain import (
     check_version,
     function_name_of,
     invocation_type_of,
+    owner_named_by,
+    partition_of,
 )
 from services.errors import InvalidRequest
 
@@ -119,3 +122,27 @@ def test_an_answer_is_parsed_once_into_its_json_value(payload: str, value: objec
     assert result.payload_value == value
     # Parsed once: the same object on every read.
     assert result.payload_value is result.payload_value
+
+
+@pytest.mark.parametrize(
+    ("reference", "owner"),
+    [
+        ("waddlebot-echo", None),
+        (ARN, FunctionOwner("123456789012", "us-east-1", "aws")),
+        (
+            "arn:aws-cn:lambda:cn-north-1:123456789012:function:waddlebot-echo",
+            FunctionOwner("123456789012", "cn-north-1", "aws-cn"),
+        ),
+        ("123456789012:function:waddlebot-echo", FunctionOwner("123456789012")),
+    ],
+)
+def test_the_owner_an_arn_names(reference: str, owner: FunctionOwner | None):
+    assert owner_named_by(reference) == owner
+
+
+@pytest.mark.parametrize(
+    ("region", "partition"),
+    [("us-east-1", "aws"), ("eu-west-1", "aws"), ("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov")],
+)
+def test_a_region_belongs_to_its_partition(region: str, partition: str):
+    assert partition_of(region) == partition

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -210,14 +211,47 @@ async def test_unknown_alias_is_function_not_found(service: LambdaService, fake:
     assert len(fake.calls("Invoke")) == 1
 
 
-async def test_function_arn_is_accepted_and_recorded_by_name(module: Services, fake: FakeLambda):
-    arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{ECHO}"
-
-    result = await invoke(module.service, arn)
+@pytest.mark.parametrize(
+    "reference", [f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{ECHO}", f"{ACCOUNT_ID}:function:{ECHO}"]
+)
+async def test_an_arn_of_the_modules_own_account_is_invoked_and_recorded_as_given(
+    module: Services, fake: FakeLambda, reference: str
+):
+    result = await invoke(module.service, reference)
 
     assert result.success is True
     assert fake.calls("Invoke", ECHO)
-    assert (await invocation_row(module, result.invocation_id))["function_name"] == ECHO
+    assert (await invocation_row(module, result.invocation_id))["function_name"] == reference
+
+
+@pytest.mark.parametrize(
+    ("reference", "says"),
+    [
+        (f"arn:aws:lambda:{REGION}:999999999999:function:{ECHO}", "account 999999999999"),
+        (f"999999999999:function:{ECHO}", "account 999999999999"),
+        (f"arn:aws:lambda:eu-west-1:{ACCOUNT_ID}:function:{ECHO}", "region eu-west-1"),
+        (f"arn:aws-cn:lambda:{REGION}:{ACCOUNT_ID}:function:{ECHO}", "(aws)"),
+    ],
+)
+async def test_an_arn_of_another_account_region_or_partition_is_forbidden_and_recorded(
+    module: Services, fake: FakeLambda, reference: str, says: str
+):
+    with pytest.raises(Forbidden, match=re.escape(says)):
+        await invoke(module.service, reference)
+
+    assert fake.calls("Invoke") == []
+    [record] = await records_of(module, reference)
+    assert (record["success"], record["error_code"]) == (False, "Forbidden")
+
+
+async def test_without_a_known_account_arns_are_forbidden_and_names_still_work(make_module, fake: FakeLambda):
+    # An endpoint other than AWS's, and no AWS_ACCOUNT_ID: there is no STS to ask.
+    module = await make_module(AWS_ACCOUNT_ID="")
+
+    with pytest.raises(Forbidden, match="set AWS_ACCOUNT_ID"):
+        await invoke(module.service, f"{ACCOUNT_ID}:function:{ECHO}")
+    assert (await invoke(module.service, ECHO)).success is True
+    assert len(fake.calls("Invoke", ECHO)) == 1
 
 
 async def test_client_context_reaches_lambda(service: LambdaService, fake: FakeLambda):
