@@ -552,6 +552,8 @@ async def test_a_local_runtime_that_cannot_listen_is_a_clear_start_up_error(make
 def test_a_port_in_use_stops_start_up_naming_its_variable(make_settings: SettingsFactory, variable: str):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        settings = make_settings(HOST="127.0.0.1", LAMBDA_BACKEND="local", **{variable: str(port)})
+        # The other ports free ones, not the defaults: another test's module may have just left 8080 or 50060.
+        ports = {name: str(free_port()) for name in ("REST_PORT", "GRPC_PORT", "LOCAL_LAMBDA_PORT")}
+        settings = make_settings(HOST="127.0.0.1", LAMBDA_BACKEND="local", **{**ports, variable: str(port)})
         with pytest.raises(OSError, match=f"{variable}={port} cannot be used"):
             check_ports_free(settings)
