@@ -26,11 +26,13 @@ FUZZ_EXAMPLES ?= 300
 fuzz: install
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/routes/test_fuzz_openapi.py tests/grpc_api/test_fuzz.py
 
-# Slow fault runs: PostgreSQL refused, then blackholed, under a gRPC load; fails if a call failed or a record
-# was lost or doubled. Needs PostgreSQL (a database of its own is made beside BENCH_DATABASE_URL's).
+# Slow fault runs under a gRPC load, failing if a call failed or a record was lost or doubled: PostgreSQL refused,
+# then blackholed (needs PostgreSQL: a database of its own is made beside SOAK_DATABASE_URL's); the module
+# SIGKILLed and restarted on its journal; the module SIGTERMed.
 SOAK_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 soak: install
 	BENCH_DATABASE_URL=$(SOAK_DATABASE_URL) $(BIN)/python bench/database_outage.py --before 5 --refused 5 --blackhole 5 --after 5
+	$(BIN)/python bench/crash_soak.py
 
 # The generated modules are committed (tests/proto checks they match the .proto); this remakes them.
 proto: install
