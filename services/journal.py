@@ -10,11 +10,12 @@ On disk, under LOG_SPOOL_DIR:
     <pid>-<ms>/lock         held by the process writing that folder: each process starts a folder of its own
     <pid>-<ms>/<n>.journal  segments of JSON lines, numbered in order
 
-The segment being written is mapped into memory (a shared mapping of a file made SEGMENT_BYTES long up front): an
-entry is written by copying it into the mapping, with no system call, so the event loop never gives up the GIL to
-write one and the pages belong to the kernel the moment the copy ends (a SIGKILL leaves them in the file).
-fdatasync on the file makes them durable. The unwritten rest of a segment reads as zero bytes, which no entry holds
-(entries are ASCII JSON lines), so a reader knows where the entries end.
+The segment being written is mapped into memory (a shared mapping of a file allocated SEGMENT_BYTES long up front):
+an entry is written by copying it into the mapping, with no system call, and the pages belong to the kernel the
+moment the copy ends (a SIGKILL leaves them in the file). Entries are written by the threads that call Lambda, right
+before and after each call; the first of them to need an fdatasync makes it for everything written so far, and the
+others waiting meanwhile are covered by it (group commit). The unwritten rest of a segment reads as zero bytes,
+which no entry holds (entries are ASCII JSON lines), so a reader knows where the entries end.
 
 A segment is deleted once everything in it is in the database and no invocation started in it is still running.
 A folder whose lock nobody holds was left by a process that ended: another process adopts it, completes what it

@@ -272,13 +272,9 @@ def test_one_process_serves_rest_and_grpc_with_one_service(start_module, fake: F
     assert "Traceback" not in module.text()
 
 
-def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(start_module, fake: FakeLambda):
-    release = threading.Event()
-    fake.add_function("waddlebot-slow", hold=release)
-    fake.add_function("waddlebot-echo")
-    module = start_module()
-    token = module.token()
-    replies: dict[str, object] = {}
+def _call_slow_function(module: RunningModule, token: str, replies: dict[str, object]) -> list[threading.Thread]:
+    """One gRPC and one REST call of waddlebot-slow, each on a started thread; each puts its reply (a reply, a
+    gRPC error, or an HTTP status and body) in `replies` under "grpc" or "rest"."""
 
     def grpc_call() -> None:
         with grpc.insecure_channel(module.grpc_target) as channel:
@@ -299,12 +295,25 @@ def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(start_module, 
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 replies["rest"] = (response.status, json.load(response))
+        except urllib.error.HTTPError as error:
+            replies["rest"] = (error.code, json.load(error))
         except OSError as error:
             replies["rest"] = error
 
     callers = [threading.Thread(target=grpc_call), threading.Thread(target=rest_call)]
     for caller in callers:
         caller.start()
+    return callers
+
+
+def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(start_module, fake: FakeLambda):
+    release = threading.Event()
+    fake.add_function("waddlebot-slow", hold=release)
+    fake.add_function("waddlebot-echo")
+    module = start_module()
+    token = module.token()
+    replies: dict[str, object] = {}
+    callers = _call_slow_function(module, token, replies)
     fake.wait_until_active(2)
     module.process.send_signal(signal.SIGTERM)
 
@@ -343,32 +352,7 @@ def test_calls_still_running_when_the_grace_ends_get_outcome_unknown_not_a_retry
     module = start_module(SHUTDOWN_GRACE_SECONDS="3")
     token = module.token()
     replies: dict[str, object] = {}
-
-    def grpc_call() -> None:
-        with grpc.insecure_channel(module.grpc_target) as channel:
-            try:
-                replies["grpc"] = pb_grpc.LambdaActionStub(channel).InvokeFunction(
-                    pb.InvokeFunctionRequest(function_name="waddlebot-slow", payload='{"n": 1}', token=token),
-                    timeout=30,
-                )
-            except grpc.RpcError as error:
-                replies["grpc"] = error
-
-    def rest_call() -> None:
-        request = urllib.request.Request(
-            f"{module.rest_url}/api/v1/invoke",
-            data=json.dumps({"function_name": "waddlebot-slow", "payload": {"n": 2}}).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                replies["rest"] = (response.status, json.load(response))
-        except urllib.error.HTTPError as error:
-            replies["rest"] = (error.code, json.load(error))
-
-    callers = [threading.Thread(target=grpc_call), threading.Thread(target=rest_call)]
-    for caller in callers:
-        caller.start()
+    callers = _call_slow_function(module, token, replies)
     fake.wait_until_active(2)
     module.process.send_signal(signal.SIGTERM)
     for caller in callers:

@@ -89,6 +89,16 @@ def _folders(spool: Path) -> list[Path]:
     return [path for path in spool.iterdir() if path.is_dir()]
 
 
+async def _ship_what_is_left(database: Database, spool: Path) -> None:
+    """Start a log on `spool` as a new process would (adopting what ended ones left), ship it all, and close it."""
+    log = InvocationLog(database, Journal(spool, 64 * 1024 * 1024), ship_interval=SHIP_INTERVAL)
+    await log.open()
+    try:
+        assert await log.flush(5)
+    finally:
+        await log.close()
+
+
 def _journal_bytes(spool: Path) -> int:
     return sum(path.stat().st_size for path in spool.glob("*/*.journal"))
 
@@ -220,12 +230,7 @@ async def test_a_start_left_without_outcome_by_an_ended_process_is_completed_as_
     await ended._shipper.stop()
     journal.close()
 
-    restarted = InvocationLog(database, Journal(spool, 64 * 1024 * 1024), ship_interval=SHIP_INTERVAL)
-    await restarted.open()
-    try:
-        assert await restarted.flush(5)
-    finally:
-        await restarted.close()
+    await _ship_what_is_left(database, spool)
 
     [row] = _rows(database)
     assert row["invocation_id"] == record.invocation_id
@@ -245,12 +250,7 @@ async def test_a_torn_last_entry_is_cut_and_the_rest_shipped(database: Database,
         f'"transport":"grpc","invoked_at":"{record.invoked_at.isoformat()}"}}\n'
         '{"kind":"outcome","invocation_id":"' + record.invocation_id[:10]
     )
-    log = InvocationLog(database, Journal(spool, 64 * 1024 * 1024), ship_interval=SHIP_INTERVAL)
-    await log.open()
-    try:
-        assert await log.flush(5)
-    finally:
-        await log.close()
+    await _ship_what_is_left(database, spool)
     [row] = _rows(database)
     assert (row["invocation_type"], row["error_code"]) == ("Event", "Interrupted")
 
@@ -405,12 +405,7 @@ async def test_a_segment_a_killed_process_left_mid_copy_ships_its_whole_entries(
         f'"caller":"service:router_module","transport":"grpc","invoked_at":"{record.invoked_at.isoformat()}"}}\n'
     )
     (leftover / "0000000001.journal").write_bytes(whole.encode() + b'{"kind":"outc' + b"\0" * 4096)
-    log = InvocationLog(database, Journal(spool, 64 * 1024 * 1024), ship_interval=SHIP_INTERVAL)
-    await log.open()
-    try:
-        assert await log.flush(5)
-    finally:
-        await log.close()
+    await _ship_what_is_left(database, spool)
     [row] = _rows(database)
     assert (row["invocation_id"], row["error_code"]) == (record.invocation_id, "Interrupted")
 
