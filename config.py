@@ -85,6 +85,8 @@ class Settings:
     max_batch_size: int = 50
     max_batch_concurrency: int = 10
     shutdown_grace_seconds: float = 30.0
+    # How long an Idempotency-Key stands for the invocation it started: a repeat within it gets that outcome.
+    idempotency_window_seconds: int = 3600
 
     log_level: str = "INFO"
     log_dir: str = "./logs"
@@ -121,6 +123,7 @@ class Settings:
             "retry_delay": self.retry_delay,
             "max_batch_size": self.max_batch_size,
             "max_batch_concurrency": self.max_batch_concurrency,
+            "idempotency_window_seconds": self.idempotency_window_seconds,
             "jwt_expiration_seconds": self.jwt_expiration_seconds,
             "max_token_lifetime_seconds": self.max_token_lifetime_seconds,
             "jwt_leeway_seconds": self.jwt_leeway_seconds,
@@ -319,6 +322,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_batch_size=reader.integer("MAX_BATCH_SIZE", 50, 1, 1000),
         max_batch_concurrency=reader.integer("MAX_BATCH_CONCURRENCY", 10, 1, 1000),
         shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 30.0, 0.0, 3600.0),
+        idempotency_window_seconds=reader.integer("IDEMPOTENCY_WINDOW_SECONDS", 3600, 1, 7 * 24 * 3600),
         log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         log_dir=reader.text("LOG_DIR", "./logs"),
         log_spool_dir=reader.text("LOG_SPOOL_DIR", "./data/spool"),

@@ -22,6 +22,7 @@ from services.errors import (
     Unauthenticated,
     UpstreamError,
     UpstreamTimeout,
+    retry_after_of,
 )
 
 GRPC_STATUS_BY_ERROR: dict[type[ServiceError], grpc.StatusCode] = {
@@ -61,8 +62,9 @@ def grpc_status_for(error: ServiceError) -> grpc.StatusCode:
 def error_metadata(error: ServiceError) -> tuple[tuple[str, str], ...]:
     """The trailing metadata sent with a domain error."""
     metadata = [(ERROR_CODE_KEY, error.code)]
-    if isinstance(error, Throttled) and error.retry_after is not None:
-        metadata.append((RETRY_AFTER_KEY, str(max(1, math.ceil(error.retry_after)))))
+    retry_after = retry_after_of(error)
+    if retry_after is not None:
+        metadata.append((RETRY_AFTER_KEY, str(max(1, math.ceil(retry_after)))))
     if isinstance(error, OutcomeUnknown) and error.invocation_id:
         metadata.append((INVOCATION_ID_KEY, error.invocation_id))
     return tuple(metadata)

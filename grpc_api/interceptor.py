@@ -22,6 +22,11 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "lambda_action.LambdaAction"
 
+# The metadata key of an idempotency key (gRPC metadata keys are lower case), and the trailing metadata that says an
+# answer replays an earlier invocation's outcome.
+IDEMPOTENCY_KEY_METADATA = "idempotency-key"
+REPLAYED_METADATA = "idempotent-replayed"
+
 _current_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("grpc_caller")
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -36,6 +41,14 @@ def call_deadline(context: grpc.aio.ServicerContext) -> float | None:
     """The client's deadline as a `time.monotonic()` instant, or None when it set none."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
+
+
+def idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
+    """The call's `idempotency-key` metadata, if it sent one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == IDEMPOTENCY_KEY_METADATA:
+            return value if isinstance(value, str) else value.decode("ascii", "replace")
+    return None
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):

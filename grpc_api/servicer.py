@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import grpc
 
 from grpc_api import convert
-from grpc_api.interceptor import call_deadline, current_caller
+from grpc_api.interceptor import REPLAYED_METADATA, call_deadline, current_caller, idempotency_key
 from proto import lambda_action_pb2 as pb
 from proto import lambda_action_pb2_grpc as pb_grpc
-from services.domain import MAX_LIST_PAGE
+from services.domain import MAX_LIST_PAGE, InvokeResult
 from services.errors import ServiceError
 from services.lambda_service import LambdaService
 
@@ -22,9 +24,9 @@ class LambdaActionServicer(pb_grpc.LambdaActionServicer):
     async def InvokeFunction(
         self, request: pb.InvokeFunctionRequest, context: grpc.aio.ServicerContext
     ) -> pb.InvokeFunctionResponse:
-        result = await self._service.invoke(
-            convert.invoke_request(request), current_caller(), "grpc", deadline=call_deadline(context)
-        )
+        invoke = dataclasses.replace(convert.invoke_request(request), idempotency_key=idempotency_key(context))
+        result = await self._service.invoke(invoke, current_caller(), "grpc", deadline=call_deadline(context))
+        _mark_replayed(result, context)
         return convert.invoke_response(result)
 
     async def InvokeAsync(
@@ -36,14 +38,22 @@ class LambdaActionServicer(pb_grpc.LambdaActionServicer):
             current_caller(),
             "grpc",
             deadline=call_deadline(context),
+            idempotency_key=idempotency_key(context),
         )
+        _mark_replayed(result, context)
         return convert.invoke_async_response(result)
 
     async def BatchInvoke(
         self, request: pb.BatchInvokeRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchInvokeResponse:
         items = [convert.batch_item(index, item) for index, item in enumerate(request.invocations)]
-        outcomes = await self._service.batch_invoke(items, current_caller(), "grpc", deadline=call_deadline(context))
+        outcomes = await self._service.batch_invoke(
+            items,
+            current_caller(),
+            "grpc",
+            deadline=call_deadline(context),
+            idempotency_key=idempotency_key(context),
+        )
         return pb.BatchInvokeResponse(
             responses=[
                 convert.batch_error_response(outcome)
@@ -72,3 +82,8 @@ class LambdaActionServicer(pb_grpc.LambdaActionServicer):
             current_caller(), request.function_name, request.qualifier or None
         )
         return pb.GetFunctionConfigResponse(success=True, function_info=convert.function_info(info))
+
+
+def _mark_replayed(result: InvokeResult, context: grpc.aio.ServicerContext) -> None:
+    if result.replayed:
+        context.set_trailing_metadata(((REPLAYED_METADATA, "true"),))

@@ -16,6 +16,8 @@ _SCHEMA_LOCK_KEY = 0x1A4DA_AC7
 _CONNECT_TIMEOUT_SECONDS = 5
 _UNANSWERED_TIMEOUT_MS = 10_000
 _SQLITE_BUSY_TIMEOUT_MS = 10_000
+# An Idempotency-Key is at most 255 characters; a batch item's adds '#' and the item's index.
+IDEMPOTENCY_KEY_COLUMN_LENGTH = 300
 
 
 def describe_url(url: str) -> str:
@@ -64,7 +66,7 @@ def connect(url: str) -> DAL:
 
 
 def define_tables(db: DAL) -> None:
-    """Define `api_clients` and `lambda_invocations` on a connection."""
+    """Define `api_clients`, `lambda_invocations` and `idempotency_keys` on a connection."""
     db.define_table(
         "api_clients",
         Field("client_id", "string", length=128, notnull=True, unique=True),
@@ -100,13 +102,30 @@ def define_tables(db: DAL) -> None:
         # Added. The fields whose text was changed to be stored (a NUL or a lone surrogate replaced, or cut to the
         # column's length), comma-separated; empty when the row holds exactly what was journaled.
         Field("altered_fields", "string", length=256),
+        # Added. The caller's Idempotency-Key (a batch item's: the key, '#' and the item's index), when it gave one.
+        Field("idempotency_key", "string", length=IDEMPOTENCY_KEY_COLUMN_LENGTH),
+        migrate=False,
+    )
+    # Which invocation each (caller, Idempotency-Key) started, within IDEMPOTENCY_WINDOW_SECONDS: written before
+    # Lambda is called, so that replicas sharing the database agree on who runs a keyed request.
+    db.define_table(
+        "idempotency_keys",
+        Field("caller", "string", length=256, notnull=True),
+        Field("idempotency_key", "string", length=IDEMPOTENCY_KEY_COLUMN_LENGTH, notnull=True),
+        # SHA-256 of the request the key was first given with: the same key with another request is refused.
+        Field("fingerprint", "string", length=64, notnull=True),
+        Field("invocation_id", "string", length=64, notnull=True),
+        Field("claimed_at", "datetime", notnull=True),
         migrate=False,
     )
 
 
+# (name, table, columns, unique)
 _INDEXES = (
-    ("idx_lambda_invocations_function_invoked", "lambda_invocations", "function_name, invoked_at"),
-    ("idx_lambda_invocations_invoked", "lambda_invocations", "invoked_at"),
+    ("idx_lambda_invocations_function_invoked", "lambda_invocations", "function_name, invoked_at", False),
+    ("idx_lambda_invocations_invoked", "lambda_invocations", "invoked_at", False),
+    ("idx_idempotency_keys_caller_key", "idempotency_keys", "caller, idempotency_key", True),
+    ("idx_idempotency_keys_claimed", "idempotency_keys", "claimed_at", False),
 )
 
 
@@ -137,12 +156,13 @@ def create_schema(db: DAL) -> None:
             # CREATE TABLE IF NOT EXISTS alone still races in PostgreSQL (two creators collide on pg_type);
             # a transaction-scoped advisory lock makes concurrent start-ups take turns.
             db.executesql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY});")
-        for table in (db.api_clients, db.lambda_invocations):
+        for table in (db.api_clients, db.lambda_invocations, db.idempotency_keys):
             ddl = adapter.migrator.create_table(table, migrate=False)
             db.executesql(ddl.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))
             _add_missing_columns(db, table)
-        for name, table, columns in _INDEXES:
-            db.executesql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns});")
+        for name, table, columns, unique in _INDEXES:
+            kind = "UNIQUE INDEX" if unique else "INDEX"
+            db.executesql(f"CREATE {kind} IF NOT EXISTS {name} ON {table} ({columns});")
         db.commit()
     except Exception:
         db.rollback()

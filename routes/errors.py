@@ -18,6 +18,7 @@ from services.errors import (
     DeadlineExceeded,
     Forbidden,
     FunctionNotFound,
+    IdempotencyKeyReused,
     InternalError,
     InvalidRequest,
     OutcomeUnknown,
@@ -28,6 +29,7 @@ from services.errors import (
     Unauthenticated,
     UpstreamError,
     UpstreamTimeout,
+    retry_after_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -37,6 +39,8 @@ T = TypeVar("T", bound=Callable[..., Any])
 HTTP_STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     InvalidRequest: 400,
     PayloadTooLarge: 413,
+    # Well-formed, but the key belongs to another request: RFC 9110's 422, as the Idempotency-Key draft says.
+    IdempotencyKeyReused: 422,
     Unauthenticated: 401,
     Forbidden: 403,
     FunctionNotFound: 404,
@@ -69,7 +73,7 @@ class ErrorReply(BaseModel):
     success: bool = False
     error: str
     code: str
-    # Only with OutcomeUnknown (409): the invocation whose record will say how it ended.
+    # Only with OutcomeUnknown and InvocationInProgress (409): the invocation whose record will say how it ended.
     invocation_id: str | None = None
 
 
@@ -108,8 +112,9 @@ def _error_response(body: dict[str, object], status: int) -> Response:
 
 def _service_error(error: ServiceError) -> Response:
     response = _error_response(error_body(error), http_status_for(error))
-    if isinstance(error, Throttled) and error.retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    retry_after = retry_after_of(error)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if isinstance(error, Unauthenticated):
         response.headers["WWW-Authenticate"] = 'Bearer realm="lambda-action"'
     return response

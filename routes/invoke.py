@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pydantic import ValidationError
 from quart import Blueprint
-from quart_schema import document_response, security_scheme_blueprint, validate_request
+from quart_schema import document_response, security_scheme_blueprint, validate_headers, validate_request
 
 from routes.context import app_services, authenticate_request, current_caller
 from routes.errors import describe_pydantic_errors, documents_errors
 from routes.schemas import (
     BatchBody,
     BatchReply,
+    IdempotencyHeaders,
     InvokeAsyncBody,
     InvokeAsyncReply,
     InvokeBody,
     InvokeReply,
+    ReplayedHeaders,
     batch_item_error,
     invoke_reply,
     payload_bytes,
 )
-from services.domain import InvokeRequest
+from services.domain import InvokeRequest, InvokeResult
 from services.errors import InvalidRequest, ServiceError
 
 blueprint = Blueprint("invoke", __name__)
 blueprint.before_request(authenticate_request)
 security_scheme_blueprint(blueprint, [{"bearer": []}])
 
-# What an invocation can answer besides its result: bad input, auth, reach, not found, size, throttling, and
-# Lambda or the module's own unavailability.
-INVOKE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 429, 502, 503, 504)
+# What an invocation can answer besides its result: bad input, auth, reach, not found, an outcome not known (yet),
+# size, an Idempotency-Key reused for another body, throttling, and Lambda or the module's own unavailability.
+INVOKE_ERRORS = (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504)
+# Sent with a replayed outcome (an Idempotency-Key seen before), as the IETF draft's implementations do.
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 # RequestResponse answers 200; an accepted Event invocation answers 202 Accepted.
 _HTTP_STATUS_BY_TYPE = {"RequestResponse": 200, "Event": 202, "DryRun": 200}
@@ -36,20 +42,25 @@ _HTTP_STATUS_BY_TYPE = {"RequestResponse": 200, "Event": 202, "DryRun": 200}
 
 @blueprint.post("/api/v1/invoke")
 @validate_request(InvokeBody)
-@document_response(InvokeReply, 200)
-@document_response(InvokeReply, 202)
+@validate_headers(IdempotencyHeaders)
+@document_response(InvokeReply, 200, ReplayedHeaders)
+@document_response(InvokeReply, 202, ReplayedHeaders)
 @documents_errors(*INVOKE_ERRORS)
-async def invoke(data: InvokeBody) -> tuple[InvokeReply, int]:
+async def invoke(data: InvokeBody, headers: IdempotencyHeaders) -> tuple[InvokeReply, int, dict[str, str]]:
     """Invoke a function; a function's own error answers 200 with success false and function_error."""
-    result = await app_services().service.invoke(data.to_domain(), current_caller(), "rest")
-    return invoke_reply(result), _HTTP_STATUS_BY_TYPE[result.invocation_type]
+    request = dataclasses.replace(data.to_domain(), idempotency_key=headers.idempotency_key)
+    result = await app_services().service.invoke(request, current_caller(), "rest")
+    return invoke_reply(result), _HTTP_STATUS_BY_TYPE[result.invocation_type], _replayed(result)
 
 
 @blueprint.post("/api/v1/invoke-async")
 @validate_request(InvokeAsyncBody)
-@document_response(InvokeAsyncReply, 202)
+@validate_headers(IdempotencyHeaders)
+@document_response(InvokeAsyncReply, 202, ReplayedHeaders)
 @documents_errors(*INVOKE_ERRORS)
-async def invoke_async(data: InvokeAsyncBody) -> tuple[InvokeAsyncReply, int]:
+async def invoke_async(
+    data: InvokeAsyncBody, headers: IdempotencyHeaders
+) -> tuple[InvokeAsyncReply, int, dict[str, str]]:
     """Queue an Event invocation and answer with Lambda's request id."""
     result = await app_services().service.invoke_async(
         data.function_name,
@@ -57,6 +68,7 @@ async def invoke_async(data: InvokeAsyncBody) -> tuple[InvokeAsyncReply, int]:
         current_caller(),
         "rest",
         payload_is_json=not isinstance(data.payload, str),
+        idempotency_key=headers.idempotency_key,
     )
     reply = InvokeAsyncReply(
         success=result.success,
@@ -64,22 +76,32 @@ async def invoke_async(data: InvokeAsyncBody) -> tuple[InvokeAsyncReply, int]:
         request_id=result.request_id,
         invocation_id=result.invocation_id,
     )
-    return reply, 202
+    return reply, 202, _replayed(result)
 
 
 @blueprint.post("/api/v1/batch")
 @validate_request(BatchBody)
+@validate_headers(IdempotencyHeaders)
 @document_response(BatchReply, 200)
-@documents_errors(400, 401, 413, 415, 503)
-async def batch(data: BatchBody) -> BatchReply:
-    """Invoke many functions; one result per item, in order, each with its own success or error."""
+@documents_errors(400, 401, 413, 415, 422, 503)
+async def batch(data: BatchBody, headers: IdempotencyHeaders) -> BatchReply:
+    """Invoke many functions; one result per item, in order, each with its own success or error.
+
+    With an Idempotency-Key, a repeat of the batch answers each item with its first invocation's outcome.
+    """
     items = [_parse_item(index, item) for index, item in enumerate(data.invocations)]
-    outcomes = await app_services().service.batch_invoke(items, current_caller(), "rest")
+    outcomes = await app_services().service.batch_invoke(
+        items, current_caller(), "rest", idempotency_key=headers.idempotency_key
+    )
     results = [
         batch_item_error(outcome) if isinstance(outcome, ServiceError) else invoke_reply(outcome)
         for outcome in outcomes
     ]
     return BatchReply(results=results)
+
+
+def _replayed(result: InvokeResult) -> dict[str, str]:
+    return {REPLAYED_HEADER: "true"} if result.replayed else {}
 
 
 def _parse_item(index: int, item: object) -> InvokeRequest | ServiceError:

@@ -58,6 +58,16 @@ class ModuleOpenAPIProvider(OpenAPIProvider):
                 self._limit_batch(document, operations)
         return document
 
+    def build_response_object(
+        self, model: type[Any], headers_model: type[Any] | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """quart-schema nests a response's headers in its `content`, as if a media type; OpenAPI has them beside it."""
+        response, definitions = super().build_response_object(model, headers_model)
+        headers = response.get("content", {}).pop("headers", None)
+        if headers:
+            response["headers"] = headers
+        return response, definitions
+
     def _limit_batch(self, document: dict[str, Any], operations: dict[str, Any]) -> None:
         """The batch's largest size is this deployment's MAX_BATCH_SIZE."""
         services = self._app.extensions.get(EXTENSION_KEY)

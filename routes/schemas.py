@@ -22,6 +22,7 @@ from services.domain import (
     InvokeResult,
 )
 from services.errors import ServiceError
+from services.idempotency import IDEMPOTENCY_KEY_MAX_LENGTH
 from services.lambda_service import encode_client_context
 
 
@@ -32,6 +33,27 @@ class TokenBody(BaseModel):
 
     client_id: str = Field(min_length=1, max_length=128)
     client_secret: str = Field(min_length=1, max_length=512)
+
+
+class IdempotencyHeaders(BaseModel):
+    """The optional Idempotency-Key header (checked by the service, which says what a key must be)."""
+
+    idempotency_key: str | None = Field(
+        default=None,
+        json_schema_extra={
+            "pattern": f"^[\\x21-\\x7e]{{1,{IDEMPOTENCY_KEY_MAX_LENGTH}}}$",
+            "description": "Makes a repeat of this request within IDEMPOTENCY_WINDOW_SECONDS (default an hour) "
+            "answer with the first invocation's recorded outcome (header Idempotent-Replayed: true) instead of "
+            "invoking again; 409 InvocationInProgress while it runs; 422 when the key came with another body. "
+            "1 to 255 visible ASCII characters; a UUID is a good key.",
+        },
+    )
+
+
+class ReplayedHeaders(BaseModel):
+    """Sent with an answer that replays an earlier invocation's outcome."""
+
+    idempotent_replayed: Literal["true"] | None = None
 
 
 class TokenReply(BaseModel):

@@ -141,6 +141,8 @@ class InvokeRequest:
     # True when the transport encoded `payload` itself from an already parsed JSON value: it is JSON by
     # construction, and parsing it again only to check would cost a second pass over up to 6 MB.
     payload_is_json: bool = False
+    # The caller's Idempotency-Key: a repeat within IDEMPOTENCY_WINDOW_SECONDS gets this invocation's outcome.
+    idempotency_key: str | None = None
 
     @property
     def qualifier(self) -> str | None:
@@ -161,6 +163,8 @@ class InvokeResult:
     executed_version: str | None = None
     request_id: str | None = None
     duration_ms: float = 0.0
+    # True when this is the recorded outcome of an earlier request with the same Idempotency-Key, not a new run.
+    replayed: bool = False
 
     @property
     def success(self) -> bool:

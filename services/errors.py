@@ -23,6 +23,10 @@ class PayloadTooLarge(InvalidRequest):
     """The payload is over Lambda's limit for this invocation type."""
 
 
+class IdempotencyKeyReused(InvalidRequest):
+    """The Idempotency-Key was given, within the window, to a request with a different body."""
+
+
 class Unauthenticated(ServiceError):
     """No token, a bad token, or wrong client credentials."""
 
@@ -87,6 +91,14 @@ class OutcomeUnknown(ServiceError):
         self.invocation_id = invocation_id
 
 
+class InvocationInProgress(OutcomeUnknown):
+    """An earlier request with the same Idempotency-Key started an invocation whose outcome is not recorded yet."""
+
+    def __init__(self, message: str, invocation_id: str = "", retry_after: float | None = 1.0) -> None:
+        super().__init__(message, invocation_id)
+        self.retry_after = retry_after
+
+
 class BackendNotConfigured(ServiceError):
     """The module has no usable Lambda backend (no credentials, no endpoint)."""
 
@@ -104,3 +116,9 @@ class InternalError(ServiceError):
 
 class JournalFull(DatabaseUnavailable):
     """The local invocation journal is full (the database has been away): a new invocation could not be recorded."""
+
+
+def retry_after_of(error: ServiceError) -> float | None:
+    """Seconds the caller should wait before trying again, when the error says (throttling, an invocation under way)."""
+    retry_after = getattr(error, "retry_after", None)
+    return float(retry_after) if retry_after is not None else None

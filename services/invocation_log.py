@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,9 +14,21 @@ from pydal import DAL
 
 from services.database import Database
 from services.domain import InvocationType
-from services.errors import JournalFull
+from services.errors import DatabaseUnavailable, JournalFull
+from services.idempotency import (
+    PURGE_BATCH,
+    EarlierInvocation,
+    KeyClaim,
+    claim_in,
+    peek_in,
+    purge_in,
+    release_in,
+)
 from services.journal import Journal
 from services.shipper import SHIP_INTERVAL_SECONDS, Shipper, write_batch
+
+# Expired idempotency claims are purged at most this often, by a keyed request that finds the time has come.
+_PURGE_INTERVAL_SECONDS = 60.0
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +51,7 @@ class InvocationStart:
     caller: str
     transport: str
     invoked_at: datetime
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,8 @@ class InvocationLog:
         self._database = database
         self._journal = journal
         self._shipper = Shipper(journal, database, interval=ship_interval)
+        self._next_purge = 0.0
+        self._purging: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Open the journal (adopting what ended processes left) and start shipping."""
@@ -133,6 +149,55 @@ class InvocationLog:
         except Exception as direct_error:
             logger.critical("the outcome of invocation %s is lost: %s", record.invocation_id, direct_error)
 
+    async def claim_key(self, claim: KeyClaim, window_seconds: float) -> EarlierInvocation | None:
+        """Claim an idempotency key for an invocation about to start: None when claimed, else who holds it.
+
+        DatabaseUnavailable when the database cannot say: then no replica could tell a repeat from a new request.
+        """
+        if not self._shipper.database_ok:
+            # Fail at once rather than wait out a connection timeout the shipper already met.
+            raise DatabaseUnavailable(
+                "a request with an Idempotency-Key cannot be checked while the database is unreachable; retry "
+                "shortly, or send it without the key"
+            )
+        try:
+            earlier = await self._database.run(lambda db: claim_in(db, claim, utc_now(), window_seconds))
+        except DatabaseUnavailable as error:
+            raise DatabaseUnavailable(
+                "a request with an Idempotency-Key cannot be checked while the database is unreachable; retry "
+                "shortly, or send it without the key"
+            ) from error
+        self._purge_now_and_then(window_seconds)
+        return earlier
+
+    async def release_key(self, claim: KeyClaim) -> None:
+        """Give a key up after its invocation ended without running the function; never raises (a claim left
+        behind is taken over once the invocation's record shows how it ended)."""
+        try:
+            await self._database.run(lambda db: release_in(db, claim))
+        except Exception as error:
+            logger.warning("could not release idempotency key of invocation %s: %s", claim.invocation_id, error)
+
+    async def peek_key(self, caller: str, key: str, window_seconds: float) -> EarlierInvocation | None:
+        """The unexpired claim on a key, if any (DatabaseUnavailable when the database cannot say)."""
+        return await self._database.run(lambda db: peek_in(db, caller, key, utc_now(), window_seconds))
+
+    def _purge_now_and_then(self, window_seconds: float) -> None:
+        now = time.monotonic()
+        if now < self._next_purge or (self._purging is not None and not self._purging.done()):
+            return
+        self._next_purge = now + _PURGE_INTERVAL_SECONDS
+        self._purging = asyncio.ensure_future(self._purge(window_seconds))
+
+    async def _purge(self, window_seconds: float) -> None:
+        try:
+            # Bounded batches, each its own transaction, until one comes back short.
+            deleted = PURGE_BATCH
+            while deleted >= PURGE_BATCH:
+                deleted = await self._database.run(lambda db: purge_in(db, utc_now(), window_seconds))
+        except Exception as error:
+            logger.warning("could not purge expired idempotency keys: %s", error)
+
     def state(self) -> JournalState:
         """The record path's state right now."""
         full = False
@@ -163,6 +228,8 @@ class InvocationLog:
     async def close(self, within_seconds: float = 5.0) -> None:
         """Ship what can be shipped `within_seconds`, then release the journal (the rest waits for the next start)."""
         await self._shipper.stop()
+        if self._purging is not None:
+            await asyncio.gather(self._purging, return_exceptions=True)
         if not await self._shipper.flush(within_seconds):
             logger.warning(
                 "%d bytes of invocation records stay in the journal %s until the next start",
@@ -184,6 +251,7 @@ def _start_entry(record: InvocationStart) -> dict[str, Any]:
         "caller": record.caller,
         "transport": record.transport,
         "invoked_at": record.invoked_at.isoformat(),
+        "idempotency_key": record.idempotency_key,
     }
 
 

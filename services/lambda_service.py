@@ -38,14 +38,17 @@ from services.errors import (
     DatabaseUnavailable,
     DeadlineExceeded,
     Forbidden,
+    IdempotencyKeyReused,
     InternalError,
     InvalidRequest,
+    InvocationInProgress,
     OutcomeUnknown,
     PageNotFound,
     PayloadTooLarge,
     ServiceError,
     UpstreamTimeout,
 )
+from services.idempotency import EarlierInvocation, KeyClaim, check_idempotency_key, fingerprint
 from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, JournalState, utc_now
 from services.json_rules import parse_json
 from services.lambda_client import (
@@ -137,9 +140,24 @@ class LambdaService:
         # are recorded, so the history shows every invocation someone asked for and why it did not run.
         function_name_of(request.function_name)  # InvalidRequest for a malformed name, before anything else
         self._validate(request)
+        keyed: tuple[str, str] | None = None
+        if request.idempotency_key is not None:
+            check_idempotency_key(request.idempotency_key)
+            keyed = (request.idempotency_key, _fingerprint_of(request))
+        return await self._invoke_valid(request, caller, transport, deadline, keyed)
+
+    async def _invoke_valid(
+        self,
+        request: InvokeRequest,
+        caller: Caller,
+        transport: Transport,
+        deadline: float | None,
+        keyed: tuple[str, str] | None,
+    ) -> InvokeResult:
+        """`invoke` once the request is known well-formed; `keyed` is its idempotency key and fingerprint."""
         # Refused unrecorded when the journal is full: no invocation runs without its record.
         self._log.check_room()
-        record = _start_record(request, caller, transport)
+        record = _start_record(request, caller, transport, keyed[0] if keyed else None)
         try:
             self._check_access(caller, request.function_name)
             await self._check_owner(request.function_name)
@@ -154,11 +172,46 @@ class LambdaService:
             await self._record_failure(record, error, 0.0, started=False, audited=isinstance(error, Forbidden))
             raise
         self._in_flight += 1
+        claim: KeyClaim | None = None
+        if keyed is not None:
+            claim = KeyClaim(caller.label, keyed[0], keyed[1], record.invocation_id)
+            try:
+                earlier = await self._log.claim_key(claim, self._settings.idempotency_window_seconds)
+            except BaseException:
+                self._in_flight -= 1
+                raise
+            if earlier is not None:
+                self._in_flight -= 1
+                return self._answer_of_earlier(earlier, claim, record)
         # The invocation runs as its own task: if the caller goes away, Lambda's answer is still recorded.
-        task = asyncio.ensure_future(self._run_invocation(request, record, deadline))
+        task = asyncio.ensure_future(self._run_invocation(request, record, deadline, claim))
         self._running.add(task)
         task.add_done_callback(self._invocation_done)
         return await self._answer_of(task, record.invocation_id)
+
+    def _answer_of_earlier(self, earlier: EarlierInvocation, claim: KeyClaim, record: InvocationStart) -> InvokeResult:
+        """What a repeated keyed request is answered: the earlier invocation's outcome, or why it cannot be yet."""
+        window = self._settings.idempotency_window_seconds
+        if earlier.fingerprint != claim.fingerprint:
+            raise IdempotencyKeyReused(
+                f"the Idempotency-Key {claim.key!r} was given in the last {window} s (IDEMPOTENCY_WINDOW_SECONDS) to a "
+                f"different request (invocation {earlier.invocation_id}): send a new key with a new request"
+            )
+        if earlier.record is None or not earlier.ended:
+            raise InvocationInProgress(
+                f"a request with this Idempotency-Key started invocation {earlier.invocation_id}, which has not "
+                "ended yet (or its record is on its way): repeat the request shortly to get its outcome",
+                earlier.invocation_id,
+            )
+        error_code = earlier.record.get("error_code")
+        if error_code is not None:
+            raise OutcomeUnknown(
+                f"a request with this Idempotency-Key started invocation {earlier.invocation_id}, whose outcome is "
+                f"unknown ({error_code}): the function may have run, so it is not run again for this key",
+                earlier.invocation_id,
+            )
+        audit.invocation(record.caller, record.transport, record.function_name, record.invocation_type, "replayed", 0.0)
+        return _replayed_result(earlier.record)
 
     async def _answer_of(self, task: asyncio.Task[InvokeResult], invocation_id: str) -> InvokeResult:
         """The invocation's result, as `asyncio.shield(task)` would give it, unless `release_waiting` is called
@@ -206,10 +259,15 @@ class LambdaService:
         *,
         payload_is_json: bool = False,
         deadline: float | None = None,
+        idempotency_key: str | None = None,
     ) -> InvokeResult:
         """Queue an Event invocation; the result carries Lambda's request id and status 202."""
         request = InvokeRequest(
-            function_name=function_name, payload=payload, invocation_type="Event", payload_is_json=payload_is_json
+            function_name=function_name,
+            payload=payload,
+            invocation_type="Event",
+            payload_is_json=payload_is_json,
+            idempotency_key=idempotency_key,
         )
         return await self.invoke(request, caller, transport, deadline=deadline)
 
@@ -220,11 +278,13 @@ class LambdaService:
         transport: Transport,
         *,
         deadline: float | None = None,
+        idempotency_key: str | None = None,
     ) -> list[InvokeResult | ServiceError]:
         """Invoke each request, at most MAX_BATCH_CONCURRENCY at once; results in request order.
 
         An item may already be the error that keeps it from running (a transport could not parse it):
-        it is answered as that error, in its place.
+        it is answered as that error, in its place. With an `idempotency_key`, each item is keyed by it, '#' and
+        its index, and the whole batch is the request the key stands for.
         """
         if not requests:
             raise InvalidRequest("invocations must hold at least one invocation")
@@ -233,14 +293,20 @@ class LambdaService:
                 f"a batch holds at most {self._settings.max_batch_size} invocations (MAX_BATCH_SIZE); "
                 f"this one has {len(requests)}: split it"
             )
+        batch_print = await self._check_batch_key(requests, caller, idempotency_key)
         bound = asyncio.Semaphore(self._settings.max_batch_concurrency)
 
-        async def one(request: InvokeRequest | ServiceError) -> InvokeResult | ServiceError:
+        async def one(index: int, request: InvokeRequest | ServiceError) -> InvokeResult | ServiceError:
             if isinstance(request, ServiceError):
                 return request
             async with bound:
                 try:
-                    return await self.invoke(request, caller, transport, deadline=deadline)
+                    if idempotency_key is None or batch_print is None:
+                        return await self.invoke(request, caller, transport, deadline=deadline)
+                    function_name_of(request.function_name)
+                    self._validate(request)
+                    keyed = (f"{idempotency_key}#{index}", batch_print)
+                    return await self._invoke_valid(request, caller, transport, deadline, keyed)
                 except ServiceError as error:
                     return error
                 except Exception:
@@ -248,7 +314,33 @@ class LambdaService:
                     logger.exception("batch item for %s failed unexpectedly", request.function_name)
                     return InternalError()
 
-        return list(await asyncio.gather(*(one(request) for request in requests)))
+        return list(await asyncio.gather(*(one(index, request) for index, request in enumerate(requests))))
+
+    async def _check_batch_key(
+        self, requests: Sequence[InvokeRequest | ServiceError], caller: Caller, idempotency_key: str | None
+    ) -> str | None:
+        """The batch's fingerprint when it is keyed; IdempotencyKeyReused when the key went to another batch."""
+        if idempotency_key is None:
+            return None
+        check_idempotency_key(idempotency_key)
+        batch_print = fingerprint(
+            *(
+                _fingerprint_of(request) if isinstance(request, InvokeRequest) else f"{request.code}:{request.message}"
+                for request in requests
+            )
+        )
+        # Every item's claim holds the batch's fingerprint: the first item's tells whether this is the same batch,
+        # before any item runs.
+        earlier = await self._log.peek_key(
+            caller.label, f"{idempotency_key}#0", self._settings.idempotency_window_seconds
+        )
+        if earlier is not None and earlier.fingerprint != batch_print:
+            raise IdempotencyKeyReused(
+                f"the Idempotency-Key {idempotency_key!r} was given in the last "
+                f"{self._settings.idempotency_window_seconds} s (IDEMPOTENCY_WINDOW_SECONDS) to a different batch: "
+                "send a new key with a new request"
+            )
+        return batch_print
 
     async def list_functions(
         self, caller: Caller, max_items: int = MAX_LIST_PAGE, marker: str | None = None
@@ -390,7 +482,7 @@ class LambdaService:
             task.exception()
 
     async def _run_invocation(
-        self, request: InvokeRequest, record: InvocationStart, deadline: float | None
+        self, request: InvokeRequest, record: InvocationStart, deadline: float | None, claim: KeyClaim | None
     ) -> InvokeResult:
         started = time.perf_counter()
         arguments = _invoke_arguments(request)
@@ -407,12 +499,17 @@ class LambdaService:
         except Exception as error:
             duration_ms = (time.perf_counter() - started) * 1000
             if journaled.start_failed:
+                if claim is not None:
+                    await self._log.release_key(claim)
                 raise  # refused: the journal cannot take it, and no invocation runs unrecorded
             failure = error
             if request.invocation_type != "DryRun" and journaled.started and may_have_run(error.__cause__ or error):
                 failure = _outcome_unknown(error, record.invocation_id)
             # Ended before its first attempt (the caller's deadline), or during one: recorded either way.
             await self._record_failure(record, failure, duration_ms, started=journaled.started)
+            if claim is not None and not isinstance(failure, OutcomeUnknown):
+                # The function did not run: a repeat of the request with this key may run it.
+                await self._log.release_key(claim)
             if not isinstance(error, ServiceError):
                 logger.exception("invocation %s failed unexpectedly", record.invocation_id)
             if failure is not error:
@@ -567,7 +664,37 @@ class _Journaled:
     outcome_error: Exception | None = None
 
 
-def _start_record(request: InvokeRequest, caller: Caller, transport: Transport) -> InvocationStart:
+def _fingerprint_of(request: InvokeRequest) -> str:
+    """What makes two keyed requests the same request (the payload's bytes as the transport passed them on)."""
+    return fingerprint(
+        request.function_name,
+        request.invocation_type,
+        request.alias,
+        request.version,
+        request.client_context,
+        request.payload,
+    )
+
+
+def _replayed_result(record: dict[str, Any]) -> InvokeResult:
+    """An earlier invocation's recorded outcome, as the answer to a repeat of its request."""
+    return InvokeResult(
+        invocation_id=record["invocation_id"],
+        function_name=record["function_name"],
+        invocation_type=record["invocation_type"],
+        status_code=int(record.get("status_code") or 0),
+        payload=record.get("response_payload") or "",
+        function_error=record.get("function_error") or None,
+        executed_version=record.get("executed_version") or None,
+        request_id=record.get("request_id") or None,
+        duration_ms=float(record.get("duration_ms") or 0.0),
+        replayed=True,
+    )
+
+
+def _start_record(
+    request: InvokeRequest, caller: Caller, transport: Transport, idempotency_key: str | None
+) -> InvocationStart:
     return InvocationStart(
         invocation_id=uuid.uuid4().hex,
         # As the caller gave it: an ARN stays an ARN in the record, which says what was asked for.
@@ -579,6 +706,7 @@ def _start_record(request: InvokeRequest, caller: Caller, transport: Transport) 
         caller=caller.label,
         transport=transport,
         invoked_at=utc_now(),
+        idempotency_key=idempotency_key,
     )
 
 

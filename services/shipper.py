@@ -44,6 +44,7 @@ START_FIELDS = (
     "caller",
     "transport",
     "invoked_at",
+    "idempotency_key",
 )
 OUTCOME_FIELDS = (
     "success",

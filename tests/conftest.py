@@ -45,7 +45,7 @@ def _aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _reset_postgres(url: str) -> None:
     db = connect("postgres3://" + url.split("://", 1)[1])
-    db.executesql("DROP TABLE IF EXISTS lambda_invocations, api_clients;")
+    db.executesql("DROP TABLE IF EXISTS lambda_invocations, api_clients, idempotency_keys;")
     db.commit()
     db.close()
 
