@@ -26,7 +26,7 @@ from grpc_api.server import GrpcServer, ModuleHealth
 from grpc_api.servicer import LambdaActionServicer
 from logging_setup import configure_logging
 from proto import lambda_action_pb2_grpc
-from routes import functions, health, invoke, token
+from routes import functions, health, history, invoke, token
 from routes.context import EXTENSION_KEY
 from routes.errors import register_error_handlers
 from routes.json_body import JsonRulesRequest
@@ -35,9 +35,10 @@ from services.api_clients import ClientStore, prepare_clients, prepare_clients_o
 from services.auth import Authenticator
 from services.database import Database, connect_database
 from services.errors import ServiceError
+from services.history import InvocationHistory
 from services.invocation_log import InvocationLog
 from services.journal import Journal
-from services.lambda_client import LambdaClient, choose_lambda_backend, client_for_backend
+from services.lambda_client import LambdaClient, choose_lambda_backend, client_for_backend, cloudwatch_log_reader
 from services.lambda_service import LambdaService
 from serving import Servers, check_ports_free, serve_process, supervise_workers
 
@@ -57,10 +58,12 @@ class Services:
     invocation_log: InvocationLog
     authenticator: Authenticator
     service: LambdaService
+    history: InvocationHistory
 
     async def close(self) -> None:
         """Let invocations under way finish and be recorded, ship the journal, then release threads and connections."""
         await self.service.close()
+        await self.history.close()
         self.authenticator.close()
         await self.invocation_log.close()
         await asyncio.to_thread(self.database.close)
@@ -84,6 +87,13 @@ async def build_services(
         await asyncio.to_thread(database.close)
         raise
     service = LambdaService(settings, lambda_client or client_for_backend(settings), invocation_log)
+    history = InvocationHistory(
+        database,
+        lambda_backend=settings.lambda_backend,
+        read_logs=cloudwatch_log_reader(settings) if settings.fetch_function_logs else None,
+        retention_days=settings.log_retention_days,
+    )
+    history.start()
     return Services(
         settings=settings,
         database=database,
@@ -91,6 +101,7 @@ async def build_services(
         invocation_log=invocation_log,
         authenticator=Authenticator(settings, clients),
         service=service,
+        history=history,
     )
 
 
@@ -101,7 +112,7 @@ def create_app(services: Services) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     install_openapi(app)
     app.extensions[EXTENSION_KEY] = services
-    for blueprint in (health.blueprint, token.blueprint, invoke.blueprint, functions.blueprint):
+    for blueprint in (health.blueprint, token.blueprint, invoke.blueprint, functions.blueprint, history.blueprint):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app
@@ -118,7 +129,9 @@ def build_grpc_server(services: Services, *, reuse_port: bool = False) -> GrpcSe
     ]
     interceptor = ServiceInterceptor(services.authenticator)
     server = grpc.aio.server(interceptors=[interceptor], options=options)
-    lambda_action_pb2_grpc.add_LambdaActionServicer_to_server(LambdaActionServicer(services.service), server)
+    lambda_action_pb2_grpc.add_LambdaActionServicer_to_server(
+        LambdaActionServicer(services.service, services.history), server
+    )
     health_servicer = ModuleHealth(services.invocation_log.state)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.grpc_reflection:

@@ -87,6 +87,10 @@ class Settings:
     shutdown_grace_seconds: float = 30.0
     # How long an Idempotency-Key stands for the invocation it started: a repeat within it gets that outcome.
     idempotency_window_seconds: int = 3600
+    # History: read a function's CloudWatch log lines for one invocation (needs logs:FilterLogEvents), and delete
+    # records older than this many days in the background (0: keep everything).
+    fetch_function_logs: bool = False
+    log_retention_days: int = 0
 
     log_level: str = "INFO"
     log_dir: str = "./logs"
@@ -124,6 +128,8 @@ class Settings:
             "max_batch_size": self.max_batch_size,
             "max_batch_concurrency": self.max_batch_concurrency,
             "idempotency_window_seconds": self.idempotency_window_seconds,
+            "fetch_function_logs": self.fetch_function_logs,
+            "log_retention_days": self.log_retention_days,
             "jwt_expiration_seconds": self.jwt_expiration_seconds,
             "max_token_lifetime_seconds": self.max_token_lifetime_seconds,
             "jwt_leeway_seconds": self.jwt_leeway_seconds,
@@ -323,6 +329,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_batch_concurrency=reader.integer("MAX_BATCH_CONCURRENCY", 10, 1, 1000),
         shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 30.0, 0.0, 3600.0),
         idempotency_window_seconds=reader.integer("IDEMPOTENCY_WINDOW_SECONDS", 3600, 1, 7 * 24 * 3600),
+        fetch_function_logs=reader.boolean("FETCH_FUNCTION_LOGS", False),
+        log_retention_days=reader.integer("LOG_RETENTION_DAYS", 0, 0, 100 * 365),
         log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         log_dir=reader.text("LOG_DIR", "./logs"),
         log_spool_dir=reader.text("LOG_SPOOL_DIR", "./data/spool"),

@@ -14,6 +14,7 @@ from services.errors import (
     FunctionNotFound,
     InternalError,
     InvalidRequest,
+    InvocationNotFound,
     OutcomeUnknown,
     PageNotFound,
     PayloadTooLarge,
@@ -33,6 +34,7 @@ GRPC_STATUS_BY_ERROR: dict[type[ServiceError], grpc.StatusCode] = {
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
     FunctionNotFound: grpc.StatusCode.NOT_FOUND,
     PageNotFound: grpc.StatusCode.NOT_FOUND,
+    InvocationNotFound: grpc.StatusCode.NOT_FOUND,
     # Not UNAVAILABLE nor DEADLINE_EXCEEDED, which routers retry: running the function again may do its work twice.
     OutcomeUnknown: grpc.StatusCode.ABORTED,
     Throttled: grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -12,14 +12,16 @@ from proto import lambda_action_pb2 as pb
 from proto import lambda_action_pb2_grpc as pb_grpc
 from services.domain import MAX_LIST_PAGE, InvokeResult
 from services.errors import ServiceError
+from services.history import DEFAULT_HISTORY_PAGE, InvocationHistory
 from services.lambda_service import LambdaService
 
 
 class LambdaActionServicer(pb_grpc.LambdaActionServicer):
     """Every RPC goes through ServiceInterceptor first: the caller is known and errors become statuses."""
 
-    def __init__(self, service: LambdaService) -> None:
+    def __init__(self, service: LambdaService, history: InvocationHistory) -> None:
         self._service = service
+        self._history = history
 
     async def InvokeFunction(
         self, request: pb.InvokeFunctionRequest, context: grpc.aio.ServicerContext
@@ -82,6 +84,34 @@ class LambdaActionServicer(pb_grpc.LambdaActionServicer):
             current_caller(), request.function_name, request.qualifier or None
         )
         return pb.GetFunctionConfigResponse(success=True, function_info=convert.function_info(info))
+
+    async def ListInvocations(
+        self, request: pb.ListInvocationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListInvocationsResponse:
+        page = await self._history.list(
+            current_caller(),
+            convert.history_filter(request),
+            request.limit or DEFAULT_HISTORY_PAGE,
+            request.cursor or None,
+        )
+        return pb.ListInvocationsResponse(
+            invocations=[convert.invocation_record(record) for record in page.items],
+            next_cursor=page.next_cursor or "",
+        )
+
+    async def GetInvocation(
+        self, request: pb.GetInvocationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetInvocationResponse:
+        return convert.invocation_response(await self._history.get(current_caller(), request.invocation_id))
+
+    async def GetStats(self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext) -> pb.GetStatsResponse:
+        report = await self._history.stats(
+            current_caller(),
+            since=convert.optional_instant(request.since, "since"),
+            until=convert.optional_instant(request.until, "until"),
+            function_name=request.function_name or None,
+        )
+        return convert.stats_response(report)
 
 
 def _mark_replayed(result: InvokeResult, context: grpc.aio.ServicerContext) -> None:

@@ -104,6 +104,8 @@ def define_tables(db: DAL) -> None:
         Field("altered_fields", "string", length=256),
         # Added. The caller's Idempotency-Key (a batch item's: the key, '#' and the item's index), when it gave one.
         Field("idempotency_key", "string", length=IDEMPOTENCY_KEY_COLUMN_LENGTH),
+        # Added. The end of the function's log for this invocation (Lambda's LogType=Tail, at most 4 KB).
+        Field("log_tail", "text"),
         migrate=False,
     )
     # Which invocation each (caller, Idempotency-Key) started, within IDEMPOTENCY_WINDOW_SECONDS: written before
@@ -124,6 +126,8 @@ def define_tables(db: DAL) -> None:
 _INDEXES = (
     ("idx_lambda_invocations_function_invoked", "lambda_invocations", "function_name, invoked_at", False),
     ("idx_lambda_invocations_invoked", "lambda_invocations", "invoked_at", False),
+    # The history's keyset pages: a client's own invocations, newest first.
+    ("idx_lambda_invocations_caller_invoked", "lambda_invocations", "caller, invoked_at, id", False),
     ("idx_idempotency_keys_caller_key", "idempotency_keys", "caller, idempotency_key", True),
     ("idx_idempotency_keys_claimed", "idempotency_keys", "claimed_at", False),
 )

@@ -59,6 +59,21 @@ class LambdaActionStub:
                 request_serializer=proto_dot_lambda__action__pb2.GetFunctionConfigRequest.SerializeToString,
                 response_deserializer=proto_dot_lambda__action__pb2.GetFunctionConfigResponse.FromString,
                 _registered_method=True)
+        self.ListInvocations = channel.unary_unary(
+                '/lambda_action.LambdaAction/ListInvocations',
+                request_serializer=proto_dot_lambda__action__pb2.ListInvocationsRequest.SerializeToString,
+                response_deserializer=proto_dot_lambda__action__pb2.ListInvocationsResponse.FromString,
+                _registered_method=True)
+        self.GetInvocation = channel.unary_unary(
+                '/lambda_action.LambdaAction/GetInvocation',
+                request_serializer=proto_dot_lambda__action__pb2.GetInvocationRequest.SerializeToString,
+                response_deserializer=proto_dot_lambda__action__pb2.GetInvocationResponse.FromString,
+                _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/lambda_action.LambdaAction/GetStats',
+                request_serializer=proto_dot_lambda__action__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=proto_dot_lambda__action__pb2.GetStatsResponse.FromString,
+                _registered_method=True)
 
 
 class LambdaActionServicer:
@@ -99,6 +114,27 @@ class LambdaActionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListInvocations(self, request, context):
+        """Added. The caller's recorded invocations (a service's: every one), newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInvocation(self, request, context):
+        """Added. One recorded invocation with its payloads, its log tail and where its whole log is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStats(self, request, context):
+        """Added. Per function and in total over a period: counts by outcome and duration percentiles.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LambdaActionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +162,21 @@ def add_LambdaActionServicer_to_server(servicer, server):
                     servicer.GetFunctionConfig,
                     request_deserializer=proto_dot_lambda__action__pb2.GetFunctionConfigRequest.FromString,
                     response_serializer=proto_dot_lambda__action__pb2.GetFunctionConfigResponse.SerializeToString,
+            ),
+            'ListInvocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInvocations,
+                    request_deserializer=proto_dot_lambda__action__pb2.ListInvocationsRequest.FromString,
+                    response_serializer=proto_dot_lambda__action__pb2.ListInvocationsResponse.SerializeToString,
+            ),
+            'GetInvocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInvocation,
+                    request_deserializer=proto_dot_lambda__action__pb2.GetInvocationRequest.FromString,
+                    response_serializer=proto_dot_lambda__action__pb2.GetInvocationResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=proto_dot_lambda__action__pb2.GetStatsRequest.FromString,
+                    response_serializer=proto_dot_lambda__action__pb2.GetStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +314,87 @@ class LambdaAction:
             '/lambda_action.LambdaAction/GetFunctionConfig',
             proto_dot_lambda__action__pb2.GetFunctionConfigRequest.SerializeToString,
             proto_dot_lambda__action__pb2.GetFunctionConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInvocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambda_action.LambdaAction/ListInvocations',
+            proto_dot_lambda__action__pb2.ListInvocationsRequest.SerializeToString,
+            proto_dot_lambda__action__pb2.ListInvocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInvocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambda_action.LambdaAction/GetInvocation',
+            proto_dot_lambda__action__pb2.GetInvocationRequest.SerializeToString,
+            proto_dot_lambda__action__pb2.GetInvocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lambda_action.LambdaAction/GetStats',
+            proto_dot_lambda__action__pb2.GetStatsRequest.SerializeToString,
+            proto_dot_lambda__action__pb2.GetStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

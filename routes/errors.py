@@ -21,6 +21,7 @@ from services.errors import (
     IdempotencyKeyReused,
     InternalError,
     InvalidRequest,
+    InvocationNotFound,
     OutcomeUnknown,
     PageNotFound,
     PayloadTooLarge,
@@ -45,6 +46,7 @@ HTTP_STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     Forbidden: 403,
     FunctionNotFound: 404,
     PageNotFound: 404,
+    InvocationNotFound: 404,
     # A status the usual clients do not retry on their own: running the function again may do its work twice.
     OutcomeUnknown: 409,
     Throttled: 429,

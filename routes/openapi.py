@@ -54,6 +54,8 @@ class ModuleOpenAPIProvider(OpenAPIProvider):
                             "maxLength": FUNCTION_REFERENCE_MAX_LENGTH,
                             **FUNCTION_NAME_SCHEMA,
                         }
+                    if parameter.get("in") == "path" and parameter.get("name") == "invocation_id":
+                        parameter["schema"] = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
             if path == "/api/v1/batch":
                 self._limit_batch(document, operations)
         return document

@@ -39,6 +39,10 @@ class FunctionNotFound(ServiceError):
     """Lambda has no such function, version or alias."""
 
 
+class InvocationNotFound(ServiceError):
+    """No invocation with this id is recorded for this caller (another client's is not told apart from none)."""
+
+
 class PageNotFound(ServiceError):
     """No page of the listing starts at this marker (only markers a previous page gave are)."""
 

@@ -46,6 +46,7 @@ _RECORD_FIELDS = (
     "error_message",
     "completed_at",
     "duration_ms",
+    "log_tail",
 )
 
 

@@ -68,6 +68,7 @@ class InvocationOutcome:
     request_id: str | None = None
     error_message: str | None = None
     error_code: str | None = None
+    log_tail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,7 @@ def _outcome_entry(record: InvocationStart, outcome: InvocationOutcome) -> dict[
         "request_id": outcome.request_id,
         "error_message": outcome.error_message,
         "error_code": outcome.error_code,
+        "log_tail": outcome.log_tail,
     }
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import boto3
@@ -116,6 +117,42 @@ def build_local_lambda_client(settings: Settings, endpoint_url: str) -> LambdaCl
     session = boto3.session.Session(**LOCAL_RUNTIME_CREDENTIALS)
     client: LambdaClient = session.client("lambda", endpoint_url=endpoint_url, config=botocore_config(settings))
     return client
+
+
+# What one history lookup reads of a function's CloudWatch log at most.
+MAX_LOG_LINES = 200
+_LOG_PAGES = 5
+
+
+def cloudwatch_log_reader(settings: Settings) -> Callable[[str, str, datetime, datetime | None], list[str]]:
+    """A blocking reader of one invocation's lines in its function's CloudWatch log group (FilterLogEvents on the
+    request id, from a minute before the invocation to five after it ended), at most MAX_LOG_LINES."""
+    logs = boto3.session.Session().client(
+        "logs",
+        region_name=settings.aws_region,
+        config=Config(connect_timeout=3, read_timeout=5, retries={"total_max_attempts": 2}),
+    )
+
+    def read(log_group: str, request_id: str, invoked_at: datetime, completed_at: datetime | None) -> list[str]:
+        start = invoked_at.replace(tzinfo=UTC) - timedelta(minutes=1)
+        end = (completed_at or invoked_at).replace(tzinfo=UTC) + timedelta(minutes=5)
+        arguments: dict[str, Any] = {
+            "logGroupName": log_group,
+            "filterPattern": f'"{request_id}"',
+            "startTime": int(start.timestamp() * 1000),
+            "endTime": int(end.timestamp() * 1000),
+            "limit": MAX_LOG_LINES,
+        }
+        lines: list[str] = []
+        for _ in range(_LOG_PAGES):
+            page = logs.filter_log_events(**arguments)
+            lines.extend(str(event.get("message", "")).rstrip("\n") for event in page.get("events", []))
+            if len(lines) >= MAX_LOG_LINES or not page.get("nextToken"):
+                break
+            arguments["nextToken"] = page["nextToken"]
+        return lines[:MAX_LOG_LINES]
+
+    return read
 
 
 def caller_account(settings: Settings) -> str:

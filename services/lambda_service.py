@@ -558,6 +558,7 @@ class LambdaService:
             executed_version=result.executed_version,
             request_id=result.request_id,
             error_message=_function_error_message(result),
+            log_tail=result.log_result,
         )
         try:
             self._log.record_outcome_blocking(record, outcome)
@@ -685,6 +686,7 @@ def _replayed_result(record: dict[str, Any]) -> InvokeResult:
         status_code=int(record.get("status_code") or 0),
         payload=record.get("response_payload") or "",
         function_error=record.get("function_error") or None,
+        log_result=record.get("log_tail") or None,
         executed_version=record.get("executed_version") or None,
         request_id=record.get("request_id") or None,
         duration_ms=float(record.get("duration_ms") or 0.0),

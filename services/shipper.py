@@ -57,6 +57,7 @@ OUTCOME_FIELDS = (
     "request_id",
     "error_message",
     "error_code",
+    "log_tail",
 )
 _DATETIME_FIELDS = ("invoked_at", "completed_at")
 

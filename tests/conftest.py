@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
 
 from app import Services, build_services, create_app
@@ -25,6 +28,19 @@ POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
 SettingsFactory = Callable[..., Settings]
 
 
+def service_token(
+    service: str = "router_module",
+    key: str = TEST_SECRET_KEY,
+    *,
+    lifetime: int = 60,
+    issued_ago: int = 0,
+    **claims: Any,
+) -> str:
+    """A token as the router mints it: HS256 with the shared key and a `service` claim."""
+    now = int(time.time()) - issued_ago
+    return jwt.encode({"service": service, "iat": now, "exp": now + lifetime, **claims}, key, "HS256")
+
+
 def free_port() -> int:
     """A loopback port nothing listens on right now, for a server started in another process."""
     with socket.socket() as probe:
@@ -39,7 +55,13 @@ def _aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_REGION)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_LAMBDA"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_LAMBDA",
+        "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

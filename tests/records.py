@@ -28,3 +28,18 @@ async def invocation_row(services: Services, invocation_id: str) -> dict | None:
     """The row of one invocation, with everything journaled so far shipped."""
     assert await services.invocation_log.flush(SHIP_WITHIN_SECONDS), "the journal was not shipped in time"
     return await services.invocation_log.get(invocation_id)
+
+
+def generate_invocations(db, rows: int, functions: int = 40, callers: int = 25) -> None:
+    """`rows` completed invocations on PostgreSQL, one every 13 s back from now, from `callers` clients (`client:cN`)
+    to `functions` functions (`waddlebot-fN`), one in seven failed; made by the server in one statement, then
+    analysed."""
+    db.executesql(
+        "INSERT INTO lambda_invocations (invocation_id, function_name, invocation_type, caller, transport, "
+        "invoked_at, completed_at, duration_ms, status_code, success) "
+        f"SELECT md5(n::text), 'waddlebot-f' || (n % {int(functions)}), 'RequestResponse', "
+        f"'client:c' || (n % {int(callers)}), 'grpc', now() - (n || ' seconds')::interval * 13, "
+        "now() - (n || ' seconds')::interval * 13, n % 97, 200, n % 7 <> 0 "
+        f"FROM generate_series(1, {int(rows)}) AS n;"
+    )
+    db.executesql("ANALYZE lambda_invocations;")

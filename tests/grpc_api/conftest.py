@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 import grpc
-import jwt
 import pytest
 
 from app import Services, build_grpc_server, build_services
@@ -18,7 +16,7 @@ from grpc_api.errors import ERROR_CODE_KEY, RETRY_AFTER_KEY
 from grpc_api.server import GrpcServer
 from proto import lambda_action_pb2_grpc as pb_grpc
 from services.lambda_client import botocore_config
-from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY, SettingsFactory
+from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, SettingsFactory, service_token
 from tests.fake_lambda import FakeLambda
 from tests.records import invocation_rows
 
@@ -43,14 +41,6 @@ def fake() -> Iterator[FakeLambda]:
         server.add_function(FAILING, handler=_fail)
         server.add_function(OUTSIDE)
         yield server
-
-
-def service_token(
-    service: str = ROUTER, key: str = TEST_SECRET_KEY, *, lifetime: int = 60, issued_ago: int = 0, **claims: Any
-) -> str:
-    """A token as the router mints it: HS256 with the shared key and a `service` claim."""
-    now = int(time.time()) - issued_ago
-    return jwt.encode({"service": service, "iat": now, "exp": now + lifetime, **claims}, key, "HS256")
 
 
 def bearer(token: str) -> Metadata:

@@ -126,6 +126,14 @@ def _names() -> st.SearchStrategy[str]:
     )
 
 
+def _instants() -> st.SearchStrategy[str]:
+    return st.one_of(
+        _text(),
+        st.sampled_from(["2026-12-01T10:00:00Z", "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"]),
+        st.datetimes(timezones=st.timezones()).map(lambda moment: moment.isoformat()),
+    )
+
+
 def _invoke_requests() -> st.SearchStrategy[pb.InvokeFunctionRequest]:
     return st.builds(
         pb.InvokeFunctionRequest,
@@ -154,7 +162,31 @@ REQUESTS: dict[str, st.SearchStrategy[Any]] = {
     "GetFunctionConfig": st.builds(
         pb.GetFunctionConfigRequest, function_name=_names(), token=_text(), qualifier=_text()
     ),
+    "ListInvocations": st.builds(
+        pb.ListInvocationsRequest,
+        function_name=st.one_of(st.just(""), _names()),
+        success=st.integers(min_value=-5, max_value=5),
+        invocation_type=st.one_of(st.just(""), st.sampled_from(["Event", "DryRun"]), _text()),
+        transport=st.one_of(st.just(""), st.sampled_from(["rest", "grpc"]), _text()),
+        since=st.one_of(st.just(""), _instants()),
+        until=st.one_of(st.just(""), _instants()),
+        limit=st.integers(min_value=-(2**31), max_value=2**31 - 1),
+        cursor=st.one_of(st.just(""), _text()),
+    ),
+    "GetInvocation": st.builds(
+        pb.GetInvocationRequest, invocation_id=st.one_of(_text(), st.just("0" * 32), st.just("f" * 33))
+    ),
+    "GetStats": st.builds(
+        pb.GetStatsRequest,
+        since=st.one_of(st.just(""), _instants()),
+        until=st.one_of(st.just(""), _instants()),
+        function_name=st.one_of(st.just(""), _names()),
+    ),
 }
+
+
+def test_every_rpc_is_fuzzed():
+    assert set(REQUESTS) == set(pb.DESCRIPTOR.services_by_name["LambdaAction"].methods_by_name)
 
 
 def _code_of(call: Any, request: Any, metadata: Any) -> grpc.StatusCode:

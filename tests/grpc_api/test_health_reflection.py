@@ -177,6 +177,9 @@ async def test_reflection_describes_the_lambda_action_service(harness: Harness):
         "BatchInvoke",
         "ListFunctions",
         "GetFunctionConfig",
+        "ListInvocations",
+        "GetInvocation",
+        "GetStats",
     }
     fields = {message.name: {field.name: field.number for field in message.field} for message in described.message_type}
     assert fields["InvokeFunctionRequest"]["token"] == 6

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
-import jwt
 import pytest
 
 from app import Services
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import service_token
 from tests.fake_lambda import ACCOUNT_ID
 from tests.records import invocation_rows
 
@@ -40,11 +38,6 @@ async def _error(response, status: int, code: str) -> dict:
     assert "Traceback" not in text
     assert 'File "' not in text
     return body
-
-
-def _service_token(service: str) -> str:
-    now = int(time.time())
-    return jwt.encode({"service": service, "iat": now, "exp": now + 60}, TEST_SECRET_KEY, "HS256")
 
 
 async def test_payload_as_a_json_value_and_as_json_text_reach_lambda_alike(client, auth_headers, echo, module):
@@ -283,7 +276,7 @@ async def test_an_empty_or_malformed_batch_is_refused(client, auth_headers, echo
 
 
 async def test_an_allowed_service_token_can_invoke(client, echo, module):
-    headers = {"Authorization": f"Bearer {_service_token('router_module')}"}
+    headers = {"Authorization": f"Bearer {service_token('router_module')}"}
     response = await client.post("/api/v1/invoke", json={"function_name": echo, "payload": [1]}, headers=headers)
     body = await response.get_json()
     assert response.status_code == 200, body
@@ -292,7 +285,7 @@ async def test_an_allowed_service_token_can_invoke(client, echo, module):
 
 
 async def test_a_service_token_for_a_service_not_allowed_is_refused(client, echo, module):
-    headers = {"Authorization": f"Bearer {_service_token('other')}"}
+    headers = {"Authorization": f"Bearer {service_token('other')}"}
     response = await client.post("/api/v1/invoke", json={"function_name": echo}, headers=headers)
     await _error(response, 401, "Unauthenticated")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -300,7 +293,7 @@ async def test_a_service_token_for_a_service_not_allowed_is_refused(client, echo
 
 
 async def test_a_service_token_is_still_held_to_the_prefix(client, echo):
-    headers = {"Authorization": f"Bearer {_service_token('router_module')}"}
+    headers = {"Authorization": f"Bearer {service_token('router_module')}"}
     response = await client.post("/api/v1/invoke", json={"function_name": "other-echo"}, headers=headers)
     await _error(response, 403, "Forbidden")
 

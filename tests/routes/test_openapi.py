@@ -22,6 +22,9 @@ async def test_openapi_describes_every_endpoint_and_which_need_a_token(client):
         ("POST", "/api/v1/batch"),
         ("GET", "/api/v1/functions"),
         ("GET", "/api/v1/functions/{function_name}"),
+        ("GET", "/api/v1/invocations"),
+        ("GET", "/api/v1/invocations/{invocation_id}"),
+        ("GET", "/api/v1/stats"),
     }
     for key, operation in operations.items():
         needs_token = key[1].startswith("/api/v1/") and key[1] != "/api/v1/token"
