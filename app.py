@@ -26,11 +26,12 @@ from grpc_api.server import GrpcServer, ModuleHealth
 from grpc_api.servicer import LambdaActionServicer
 from logging_setup import configure_logging
 from proto import lambda_action_pb2_grpc
-from routes import functions, health, history, invoke, token
+from routes import functions, health, history, invoke, metrics_endpoint, token
 from routes.context import EXTENSION_KEY
 from routes.errors import register_error_handlers
 from routes.json_body import JsonRulesRequest
 from routes.openapi import install_openapi
+from routes.request_ids import install_request_ids
 from services.api_clients import ClientStore, prepare_clients, prepare_clients_once
 from services.auth import Authenticator
 from services.database import Database, connect_database
@@ -40,6 +41,7 @@ from services.invocation_log import InvocationLog
 from services.journal import Journal
 from services.lambda_client import LambdaClient, choose_lambda_backend, client_for_backend, cloudwatch_log_reader
 from services.lambda_service import LambdaService
+from services.metrics import Metrics
 from serving import Servers, check_ports_free, serve_process, supervise_workers
 
 logger = logging.getLogger(__name__)
@@ -59,11 +61,13 @@ class Services:
     authenticator: Authenticator
     service: LambdaService
     history: InvocationHistory
+    metrics: Metrics
 
     async def close(self) -> None:
         """Let invocations under way finish and be recorded, ship the journal, then release threads and connections."""
         await self.service.close()
         await self.history.close()
+        await self.metrics.close()
         self.authenticator.close()
         await self.invocation_log.close()
         await asyncio.to_thread(self.database.close)
@@ -86,7 +90,9 @@ async def build_services(
     except BaseException:
         await asyncio.to_thread(database.close)
         raise
-    service = LambdaService(settings, lambda_client or client_for_backend(settings), invocation_log)
+    metrics = Metrics()
+    metrics.start_sampling(invocation_log.state)
+    service = LambdaService(settings, lambda_client or client_for_backend(settings), invocation_log, metrics=metrics)
     history = InvocationHistory(
         database,
         lambda_backend=settings.lambda_backend,
@@ -99,9 +105,12 @@ async def build_services(
         database=database,
         clients=clients,
         invocation_log=invocation_log,
-        authenticator=Authenticator(settings, clients),
+        authenticator=Authenticator(
+            settings, clients, on_refused=lambda reason: metrics.auth_failures.labels(reason).inc()
+        ),
         service=service,
         history=history,
+        metrics=metrics,
     )
 
 
@@ -112,9 +121,17 @@ def create_app(services: Services) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     install_openapi(app)
     app.extensions[EXTENSION_KEY] = services
-    for blueprint in (health.blueprint, token.blueprint, invoke.blueprint, functions.blueprint, history.blueprint):
+    for blueprint in (
+        health.blueprint,
+        token.blueprint,
+        invoke.blueprint,
+        functions.blueprint,
+        history.blueprint,
+        metrics_endpoint.blueprint,
+    ):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    install_request_ids(app)
     return app
 
 

@@ -91,6 +91,8 @@ class Settings:
     # records older than this many days in the background (0: keep everything).
     fetch_function_logs: bool = False
     log_retention_days: int = 0
+    # GET /metrics is open unless this is set: then it needs `Authorization: Bearer <METRICS_TOKEN>`.
+    metrics_token: str = field(default="", repr=False)
 
     log_level: str = "INFO"
     log_dir: str = "./logs"
@@ -331,6 +333,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         idempotency_window_seconds=reader.integer("IDEMPOTENCY_WINDOW_SECONDS", 3600, 1, 7 * 24 * 3600),
         fetch_function_logs=reader.boolean("FETCH_FUNCTION_LOGS", False),
         log_retention_days=reader.integer("LOG_RETENTION_DAYS", 0, 0, 100 * 365),
+        metrics_token=reader.text("METRICS_TOKEN", ""),
         log_level=reader.choice("LOG_LEVEL", "INFO", LOG_LEVELS, upper=True),
         log_dir=reader.text("LOG_DIR", "./logs"),
         log_spool_dir=reader.text("LOG_SPOOL_DIR", "./data/spool"),

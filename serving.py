@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from config import MODULE_NAME, MODULE_VERSION, PROJECT_ROOT, Settings
 from grpc_api.server import GrpcServer
 from local_lambda import kept_running
 from services.journal import instance_lock
+from services.metrics import MULTIPROCESS_DIR_VARIABLE, multiprocess_dir, prepare_multiprocess_dir
 
 logger = logging.getLogger(__name__)
 
@@ -208,10 +210,23 @@ async def _release_before_the_cut(stop: asyncio.Event, grace_seconds: float, ser
 
 async def supervise_workers(settings: Settings, prepare: PrepareOnce) -> int:
     """WORKERS > 1: prepare once, run that many serving processes on shared ports, pass SIGTERM on; exit status."""
-    with _spool_held(settings):
+    with _spool_held(settings), _metrics_folder() as metrics_dir:
         async with embedded_runtime(settings) as serving_settings:
             await prepare(serving_settings)
-            return await _WorkerGroup(serving_settings).run()
+            return await _WorkerGroup(serving_settings, metrics_dir).run()
+
+
+@contextlib.contextmanager
+def _metrics_folder() -> Iterator[Path]:
+    """The folder the workers' metrics add up in (prometheus-client's multiprocess mode): PROMETHEUS_MULTIPROC_DIR
+    when the operator set it, else a temporary one; emptied before the workers start, so no earlier run counts."""
+    configured = multiprocess_dir()
+    if configured is not None:
+        prepare_multiprocess_dir(Path(configured))
+        yield Path(configured)
+        return
+    with tempfile.TemporaryDirectory(prefix="lambda-action-metrics-") as folder:
+        yield Path(folder)
 
 
 @contextlib.contextmanager
@@ -227,7 +242,7 @@ def _spool_held(settings: Settings) -> Iterator[None]:
 class _WorkerGroup:
     """The WORKERS processes of one parent: each restarted when it dies, all stopped together."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics_dir: Path) -> None:
         self._settings = settings
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         # The write end of each worker's parent pipe, held open for as long as the worker should live.
@@ -240,6 +255,8 @@ class _WorkerGroup:
         # The backend was chosen here, once; workers use it (and the one embedded runtime) as they are told.
         self._environment["LAMBDA_BACKEND"] = settings.lambda_backend
         self._environment["LOCAL_LAMBDA_PORT"] = str(settings.local_lambda_port)
+        # Every worker writes its metrics there, and a scrape of any worker adds up all of them.
+        self._environment[MULTIPROCESS_DIR_VARIABLE] = str(metrics_dir)
 
     async def run(self) -> int:
         self._stop = stop_on_signals()

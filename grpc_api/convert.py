@@ -136,6 +136,7 @@ def invocation_record(record: dict[str, Any]) -> pb.InvocationRecord:
         response_payload=record.get("response_payload") or "",
         log_tail=record.get("log_tail") or "",
         altered_fields=altered.split(",") if altered else [],
+        x_request_id=record.get("x_request_id") or "",
     )
 
 

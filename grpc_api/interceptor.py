@@ -17,6 +17,7 @@ from grpc_api.errors import error_metadata, grpc_status_for
 from services.auth import Authenticator, bearer_token_of
 from services.domain import Caller
 from services.errors import InternalError, InvalidRequest, ServiceError
+from services.tracing import REQUEST_ID_METADATA, TRACEPARENT, enter_trace, leave_trace, trace_of
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +46,7 @@ def call_deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 def idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
     """The call's `idempotency-key` metadata, if it sent one."""
-    for key, value in context.invocation_metadata() or ():
-        if key == IDEMPOTENCY_KEY_METADATA:
-            return value if isinstance(value, str) else value.decode("ascii", "replace")
-    return None
+    return _metadata_value(context, IDEMPOTENCY_KEY_METADATA)
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
@@ -105,6 +103,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             failure: ServiceError | None = None
             self._calls_in_flight += 1
             self._idle.clear()
+            trace = trace_of(_metadata_value(context, REQUEST_ID_METADATA), _metadata_value(context, TRACEPARENT))
+            traced = enter_trace(trace)
             try:
                 if isinstance(request, _Undecodable):
                     raise InvalidRequest(
@@ -117,6 +117,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                     reply = await behavior(request, context)
                 finally:
                     _current_caller.reset(reset)
+                # The servicer may have set trailing metadata of its own (idempotent-replayed): the id joins it.
+                context.set_trailing_metadata(
+                    (*(context.trailing_metadata() or ()), (REQUEST_ID_METADATA, trace.request_id))
+                )
                 logger.debug("%s OK %.1fms", method, (time.perf_counter() - started) * 1000)
                 return reply
             except ServiceError as error:
@@ -128,9 +132,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 failure = InternalError()
             finally:
                 self._call_ended()
+                leave_trace(traced)
             status = grpc_status_for(failure)
             logger.debug("%s %s %s %.1fms", method, status.name, failure.code, (time.perf_counter() - started) * 1000)
-            await context.abort(status, failure.message, error_metadata(failure))
+            await context.abort(
+                status, failure.message, (*error_metadata(failure), (REQUEST_ID_METADATA, trace.request_id))
+            )
 
         return guarded
 
@@ -154,6 +161,13 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
             return _Undecodable(str(error) or type(error).__name__)
 
     return deserialize
+
+
+def _metadata_value(context: grpc.aio.ServicerContext, wanted: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == wanted:
+            return value if isinstance(value, str) else None
+    return None
 
 
 def _token(request: Any, context: grpc.aio.ServicerContext) -> str | None:

@@ -106,6 +106,8 @@ def define_tables(db: DAL) -> None:
         Field("idempotency_key", "string", length=IDEMPOTENCY_KEY_COLUMN_LENGTH),
         # Added. The end of the function's log for this invocation (Lambda's LogType=Tail, at most 4 KB).
         Field("log_tail", "text"),
+        # Added. The call's request id (the caller's X-Request-Id or x-request-id, else one the module made).
+        Field("x_request_id", "string", length=128),
         migrate=False,
     )
     # Which invocation each (caller, Idempotency-Key) started, within IDEMPOTENCY_WINDOW_SECONDS: written before

@@ -190,7 +190,7 @@ class ListInvocationsRequest(_message.Message):
     def __init__(self, function_name: _Optional[str] = ..., success: _Optional[_Union[ListInvocationsRequest.SuccessFilter, str]] = ..., invocation_type: _Optional[str] = ..., transport: _Optional[str] = ..., since: _Optional[str] = ..., until: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class InvocationRecord(_message.Message):
-    __slots__ = ("invocation_id", "function_name", "invocation_type", "alias", "version", "executed_version", "success", "status_code", "function_error", "error_code", "error_message", "request_id", "caller", "transport", "invoked_at", "completed_at", "duration_ms", "idempotency_key", "payload", "response_payload", "log_tail", "altered_fields")
+    __slots__ = ("invocation_id", "function_name", "invocation_type", "alias", "version", "executed_version", "success", "status_code", "function_error", "error_code", "error_message", "request_id", "caller", "transport", "invoked_at", "completed_at", "duration_ms", "idempotency_key", "payload", "response_payload", "log_tail", "altered_fields", "x_request_id")
     INVOCATION_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_NAME_FIELD_NUMBER: _ClassVar[int]
     INVOCATION_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +213,7 @@ class InvocationRecord(_message.Message):
     RESPONSE_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     LOG_TAIL_FIELD_NUMBER: _ClassVar[int]
     ALTERED_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    X_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     invocation_id: str
     function_name: str
     invocation_type: str
@@ -235,7 +236,8 @@ class InvocationRecord(_message.Message):
     response_payload: str
     log_tail: str
     altered_fields: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, invocation_id: _Optional[str] = ..., function_name: _Optional[str] = ..., invocation_type: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[str] = ..., executed_version: _Optional[str] = ..., success: _Optional[bool] = ..., status_code: _Optional[int] = ..., function_error: _Optional[str] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., request_id: _Optional[str] = ..., caller: _Optional[str] = ..., transport: _Optional[str] = ..., invoked_at: _Optional[str] = ..., completed_at: _Optional[str] = ..., duration_ms: _Optional[float] = ..., idempotency_key: _Optional[str] = ..., payload: _Optional[str] = ..., response_payload: _Optional[str] = ..., log_tail: _Optional[str] = ..., altered_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+    x_request_id: str
+    def __init__(self, invocation_id: _Optional[str] = ..., function_name: _Optional[str] = ..., invocation_type: _Optional[str] = ..., alias: _Optional[str] = ..., version: _Optional[str] = ..., executed_version: _Optional[str] = ..., success: _Optional[bool] = ..., status_code: _Optional[int] = ..., function_error: _Optional[str] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., request_id: _Optional[str] = ..., caller: _Optional[str] = ..., transport: _Optional[str] = ..., invoked_at: _Optional[str] = ..., completed_at: _Optional[str] = ..., duration_ms: _Optional[float] = ..., idempotency_key: _Optional[str] = ..., payload: _Optional[str] = ..., response_payload: _Optional[str] = ..., log_tail: _Optional[str] = ..., altered_fields: _Optional[_Iterable[str]] = ..., x_request_id: _Optional[str] = ...) -> None: ...
 
 class ListInvocationsResponse(_message.Message):
     __slots__ = ("invocations", "next_cursor")

@@ -84,6 +84,8 @@ class InvocationItem(BaseModel):
     completed_at: str | None = None
     duration_ms: float | None = None
     idempotency_key: str | None = None
+    # The call's X-Request-Id (or gRPC x-request-id), as the caller sent it or the module made it.
+    x_request_id: str | None = None
 
 
 class InvocationPageReply(BaseModel):

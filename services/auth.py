@@ -108,10 +108,23 @@ class IssuedToken:
 class Authenticator:
     """Issues tokens to API clients and turns bearer tokens into Callers."""
 
+    def _refused(self, principal: str, source: str, reason: str) -> None:
+        audit.authentication(principal, source, ok=False, reason=reason)
+        if self._on_refused is not None:
+            # The reason without its details ("invalid token (DecodeError)" counts as "invalid token").
+            self._on_refused(reason.split(" (", 1)[0])
+
     def __init__(
-        self, settings: Settings, clients: ClientStore, *, client_fresh_seconds: float = _CLIENT_CACHE_SECONDS
+        self,
+        settings: Settings,
+        clients: ClientStore,
+        *,
+        client_fresh_seconds: float = _CLIENT_CACHE_SECONDS,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self._client_fresh_seconds = client_fresh_seconds
+        # Told the reason of every refused authentication (the metrics count them).
+        self._on_refused = on_refused
         self._key = settings.module_secret_key
         self._expiration = settings.jwt_expiration_seconds
         self._max_lifetime = settings.max_token_lifetime_seconds
@@ -141,7 +154,7 @@ class Authenticator:
         if not (matches and client and client.active):
             self._client_failures.add(client_id)
             self._source_failures.add(source)
-            audit.authentication(client_id, source, ok=False, reason="bad credentials")
+            self._refused(client_id, source, "bad credentials")
             raise Unauthenticated(_BAD_CREDENTIALS)
         now = int(time.time())
         token = jwt.encode({"sub": client_id, "iat": now, "exp": now + self._expiration}, self._key, _ALGORITHM)
@@ -155,7 +168,7 @@ class Authenticator:
         ):
             wait = window.retry_after(key)
             if wait is not None:
-                audit.authentication(client_id, source, ok=False, reason=f"too many failed attempts {who}")
+                self._refused(client_id, source, f"too many failed attempts {who}")
                 raise TooManyFailedAttempts(
                     f"too many wrong credentials {who} lately; retry after {math.ceil(wait)} s", retry_after=wait
                 )
@@ -177,7 +190,7 @@ class Authenticator:
     async def authenticate(self, token: str | None, source: str) -> Caller:
         """The Caller a bearer token stands for; Unauthenticated when it is missing, bad or expired."""
         if not token:
-            audit.authentication("-", source, ok=False, reason="no token")
+            self._refused("-", source, "no token")
             raise Unauthenticated(
                 "missing bearer token: send 'Authorization: Bearer <token>' (over gRPC, as metadata or in the "
                 "message's token field); get one from POST /api/v1/token"
@@ -185,30 +198,30 @@ class Authenticator:
         try:
             claims = self._verified_claims(token)
         except jwt.ExpiredSignatureError:
-            audit.authentication("-", source, ok=False, reason="expired token")
+            self._refused("-", source, "expired token")
             raise Unauthenticated("token expired: get a new one from POST /api/v1/token") from None
         except _TooLongLived as exc:
-            audit.authentication("-", source, ok=False, reason="token lives too long")
+            self._refused("-", source, "token lives too long")
             raise Unauthenticated(
                 f"invalid token: it lives {exc.lifetime} s (exp - iat), longer than the "
                 f"{self._max_lifetime} s this module accepts (MAX_TOKEN_LIFETIME_SECONDS)"
             ) from None
         except jwt.ImmatureSignatureError:
-            audit.authentication("-", source, ok=False, reason="token not yet valid")
+            self._refused("-", source, "token not yet valid")
             raise Unauthenticated(
                 f"invalid token: its iat or nbf is in the future (more than {self._leeway} s of clock skew)"
             ) from None
         except jwt.MissingRequiredClaimError as exc:
-            audit.authentication("-", source, ok=False, reason=f"invalid token (no {exc.claim})")
+            self._refused("-", source, f"invalid token (no {exc.claim})")
             raise Unauthenticated(f"invalid token: it must carry the {exc.claim!r} claim (exp and iat)") from None
         except jwt.InvalidTokenError as exc:
-            audit.authentication("-", source, ok=False, reason=f"invalid token ({type(exc).__name__})")
+            self._refused("-", source, f"invalid token ({type(exc).__name__})")
             raise Unauthenticated("invalid token") from None
 
         service = claims.get("service")
         if service is not None:
             if not isinstance(service, str) or service not in self._allowed_services:
-                audit.authentication(str(service), source, ok=False, reason="service not allowed")
+                self._refused(str(service), source, "service not allowed")
                 raise Unauthenticated("invalid token: service not allowed")
             self._record_success(token, f"service:{service}", source)
             return Caller(kind="service", name=service)
@@ -216,7 +229,7 @@ class Authenticator:
         client_id = claims.get("sub")
         client = await self._cached_client(client_id) if isinstance(client_id, str) else None
         if client is None or not client.active or not isinstance(client_id, str):
-            audit.authentication(str(client_id), source, ok=False, reason="unknown or disabled client")
+            self._refused(str(client_id), source, "unknown or disabled client")
             raise Unauthenticated("invalid token: client unknown or disabled")
         self._record_success(token, f"client:{client_id}", source)
         return Caller(kind="client", name=client_id, allowed_patterns=client.allowed_patterns)

@@ -59,6 +59,7 @@ SUMMARY_FIELDS = (
     "completed_at",
     "duration_ms",
     "idempotency_key",
+    "x_request_id",
 )
 DETAIL_FIELDS = (*SUMMARY_FIELDS, "payload", "response_payload", "log_tail", "altered_fields")
 

@@ -52,6 +52,7 @@ class InvocationStart:
     transport: str
     invoked_at: datetime
     idempotency_key: str | None = None
+    x_request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,7 @@ def _start_entry(record: InvocationStart) -> dict[str, Any]:
         "transport": record.transport,
         "invoked_at": record.invoked_at.isoformat(),
         "idempotency_key": record.idempotency_key,
+        "x_request_id": record.x_request_id,
     }
 
 

@@ -7,6 +7,7 @@ import base64
 import functools
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,10 +43,12 @@ from services.errors import (
     InternalError,
     InvalidRequest,
     InvocationInProgress,
+    JournalFull,
     OutcomeUnknown,
     PageNotFound,
     PayloadTooLarge,
     ServiceError,
+    Throttled,
     UpstreamTimeout,
 )
 from services.idempotency import EarlierInvocation, KeyClaim, check_idempotency_key, fingerprint
@@ -60,7 +63,9 @@ from services.lambda_client import (
     may_have_run,
     translate_error,
 )
+from services.metrics import Metrics
 from services.policy import check_access, may_reach
+from services.tracing import current_request_id, current_trace
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +78,8 @@ MAX_CLIENT_CONTEXT_BYTES = 3583
 # The client's read timeout is sized for invocations (LAMBDA_TIMEOUT and more); listing and describing
 # functions must not keep a caller that long.
 CONTROL_PLANE_TIMEOUT_SECONDS = 30.0
+# Failures that mean the function did not run because something would not let it: counted as refused.
+REFUSALS = (Throttled, Forbidden, JournalFull)
 # Upper bound on Lambda pages read to fill one filtered page of ListFunctions.
 _MAX_LIST_ROUNDS = 10
 
@@ -98,8 +105,10 @@ class LambdaService:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         control_plane_timeout: float = CONTROL_PLANE_TIMEOUT_SECONDS,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
+        self.metrics = metrics or Metrics()
         self._client = lambda_client
         self._log = invocation_log
         self._sleep = sleep
@@ -114,6 +123,10 @@ class LambdaService:
         )
         self._in_flight = 0
         self._running: set[asyncio.Task] = set()
+        # botocore clients take hooks; a stand-in without them simply passes no trace on.
+        events = getattr(getattr(lambda_client, "meta", None), "events", None)
+        if events is not None:
+            events.register("before-sign.lambda.Invoke", _add_trace_header)
         # The AWS account function ARNs must name, once known (see _own_account).
         self._account: str | None = None
         # Callers waiting for an invocation's answer, each with its invocation's id.
@@ -156,7 +169,11 @@ class LambdaService:
     ) -> InvokeResult:
         """`invoke` once the request is known well-formed; `keyed` is its idempotency key and fingerprint."""
         # Refused unrecorded when the journal is full: no invocation runs without its record.
-        self._log.check_room()
+        try:
+            self._log.check_room()
+        except JournalFull as error:
+            self.metrics.refused.labels(error.code).inc()
+            raise
         record = _start_record(request, caller, transport, keyed[0] if keyed else None)
         try:
             self._check_access(caller, request.function_name)
@@ -172,6 +189,7 @@ class LambdaService:
             await self._record_failure(record, error, 0.0, started=False, audited=isinstance(error, Forbidden))
             raise
         self._in_flight += 1
+        self.metrics.in_flight.inc()
         claim: KeyClaim | None = None
         if keyed is not None:
             claim = KeyClaim(caller.label, keyed[0], keyed[1], record.invocation_id)
@@ -179,10 +197,16 @@ class LambdaService:
                 earlier = await self._log.claim_key(claim, self._settings.idempotency_window_seconds)
             except BaseException:
                 self._in_flight -= 1
+                self.metrics.in_flight.dec()
                 raise
             if earlier is not None:
                 self._in_flight -= 1
-                return self._answer_of_earlier(earlier, claim, record)
+                self.metrics.in_flight.dec()
+                try:
+                    return self._answer_of_earlier(earlier, claim, record)
+                except ServiceError as error:
+                    self.metrics.refused.labels(error.code).inc()
+                    raise
         # The invocation runs as its own task: if the caller goes away, Lambda's answer is still recorded.
         task = asyncio.ensure_future(self._run_invocation(request, record, deadline, claim))
         self._running.add(task)
@@ -476,6 +500,7 @@ class LambdaService:
 
     def _invocation_done(self, task: asyncio.Task) -> None:
         self._in_flight -= 1
+        self.metrics.in_flight.dec()
         self._running.discard(task)
         if not task.cancelled():
             # Retrieve the error so that an invocation whose caller left does not warn about it.
@@ -488,9 +513,11 @@ class LambdaService:
         arguments = _invoke_arguments(request)
         mode = RetryMode.INVOKE_EVENT if request.invocation_type == "Event" else RetryMode.INVOKE_SYNC
         journaled = _Journaled()
+        trace = current_trace()
+        trace_header = trace.amzn_trace_id if trace is not None else None
         try:
             result, outcome = await self._call(
-                functools.partial(self._invoke_and_record, arguments, record, started, journaled),
+                functools.partial(self._invoke_and_record, arguments, record, started, journaled, trace_header),
                 mode,
                 record.function_name,
                 request.qualifier,
@@ -523,13 +550,25 @@ class LambdaService:
             )
             await self._log.record_directly(record, outcome)
         status = "success" if result.success else f"function_error:{result.function_error}"
+        self.metrics.invocation_ended(
+            record.function_name,
+            record.invocation_type,
+            record.transport,
+            "success" if result.success else "function_error",
+            result.duration_ms / 1000,
+        )
         audit.invocation(
             record.caller, record.transport, record.function_name, record.invocation_type, status, result.duration_ms
         )
         return result
 
     def _invoke_and_record(
-        self, arguments: dict[str, Any], record: InvocationStart, started: float, journaled: _Journaled
+        self,
+        arguments: dict[str, Any],
+        record: InvocationStart,
+        started: float,
+        journaled: _Journaled,
+        trace_header: str | None = None,
     ) -> tuple[InvokeResult, InvocationOutcome]:
         """One attempt, on an executor thread: journal the start (first attempt only), call Lambda, journal the outcome.
 
@@ -545,7 +584,7 @@ class LambdaService:
                     "the invocation could not be recorded (the module's journal cannot be written); retry later"
                 ) from None
             journaled.started = True
-        response, payload = self._invoke_blocking(arguments)
+        response, payload = self._invoke_blocking(arguments, trace_header)
         duration_ms = (time.perf_counter() - started) * 1000
         result = _invoke_result(record, response, payload, duration_ms)
         outcome = InvocationOutcome(
@@ -590,13 +629,23 @@ class LambdaService:
             await self._log.record_outcome(record, outcome)
         else:
             await self._log.record_whole(record, outcome)
+        self.metrics.invocation_ended(record.function_name, record.invocation_type, record.transport, code, None)
+        if isinstance(known, REFUSALS):
+            self.metrics.refused.labels(code).inc()
         if not audited:
             audit.invocation(
                 record.caller, record.transport, record.function_name, record.invocation_type, code, duration_ms
             )
 
-    def _invoke_blocking(self, arguments: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-        response = self._client.invoke(**arguments)
+    def _invoke_blocking(
+        self, arguments: dict[str, Any], trace_header: str | None = None
+    ) -> tuple[dict[str, Any], bytes]:
+        # boto3's invoke takes no header: the trace rides on this thread to the hook that adds it to the request.
+        _outgoing.trace_header = trace_header
+        try:
+            response = self._client.invoke(**arguments)
+        finally:
+            _outgoing.trace_header = None
         body = response.get("Payload")
         return response, body.read() if body is not None else b""
 
@@ -636,6 +685,7 @@ class LambdaService:
                 if delay is None or (deadline is not None and time.monotonic() + delay >= deadline):
                     raise translate_error(error, function_name, qualifier) from error
                 attempt += 1
+                self.metrics.retries.labels(type(error).__name__).inc()
                 logger.info(
                     "retrying %s in %.2fs after %s (retry %d of %d)",
                     function_name,
@@ -645,6 +695,17 @@ class LambdaService:
                     self._retry.max_retries,
                 )
                 await self._sleep(delay)
+
+
+# The X-Amzn-Trace-Id of the invoke this thread is sending, if its caller sent a traceparent.
+_outgoing = threading.local()
+
+
+def _add_trace_header(request: Any, **_: Any) -> None:
+    """botocore hook: pass the caller's trace on to Lambda, which reads X-Ray's header."""
+    header = getattr(_outgoing, "trace_header", None)
+    if header:
+        request.headers["X-Amzn-Trace-Id"] = header
 
 
 def _outcome_unknown(error: Exception, invocation_id: str) -> OutcomeUnknown:
@@ -709,6 +770,7 @@ def _start_record(
         transport=transport,
         invoked_at=utc_now(),
         idempotency_key=idempotency_key,
+        x_request_id=current_request_id(),
     )
 
 

@@ -45,6 +45,7 @@ START_FIELDS = (
     "transport",
     "invoked_at",
     "idempotency_key",
+    "x_request_id",
 )
 OUTCOME_FIELDS = (
     "success",

@@ -31,6 +31,7 @@ from services.domain import Caller, InvokeRequest
 from serving import check_ports_free, embedded_runtime
 from tests.conftest import TEST_CLIENT_ID, TEST_CLIENT_SECRET, TEST_SECRET_KEY, SettingsFactory, free_port
 from tests.fake_lambda import FakeLambda
+from tests.metrics_text import sample_value
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
@@ -392,6 +393,26 @@ def test_two_workers_share_both_ports_and_stop_together(start_module, fake: Fake
     assert module.process.pid not in answering
     assert len(_invocation_rows(module.database)) == 24
     assert "Traceback" not in module.text()
+
+
+def test_metrics_add_up_every_worker(start_module, fake: FakeLambda):
+    fake.add_function("waddlebot-echo")
+    module = start_module(WORKERS="2")
+    token = module.token()
+    for number in range(24):
+        assert module.invoke_echo(token, {"n": number}).success
+
+    # Each scrape is a new connection, which may reach either worker: every one sums both workers' counts.
+    scraped = []
+    for _ in range(6):
+        with urllib.request.urlopen(f"{module.rest_url}/metrics", timeout=10) as response:
+            scraped.append(response.read().decode())
+    assert module.stop() == 0, module.text()
+
+    assert len(module.grpc_invokers()) == 2, module.text()
+    wanted = {"function_name": "waddlebot-echo", "invocation_type": "RequestResponse", "transport": "grpc"}
+    for text in scraped:
+        assert sample_value(text, "lambda_action_invocations_total", outcome="success", **wanted) == 24, text
 
 
 def test_workers_share_one_embedded_runtime_started_by_the_parent(start_module):

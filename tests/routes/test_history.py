@@ -63,6 +63,7 @@ async def test_a_client_lists_its_own_invocations_newest_first(client, auth_head
     assert {item["invocation_id"] for item in listed} == {invoked["first"], invoked["failed"], invoked["last"]}
     assert [item["invoked_at"] for item in listed] == sorted((item["invoked_at"] for item in listed), reverse=True)
     assert all(item["caller"] == "client:test-client" and item["invoked_at"].endswith("Z") for item in listed)
+    assert all(len(item["x_request_id"]) == 32 for item in listed)
     assert "payload" not in listed[0]
     assert body["next_cursor"] is None
 
