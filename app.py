@@ -26,7 +26,7 @@ from grpc_api.server import GrpcServer, ModuleHealth
 from grpc_api.servicer import LambdaActionServicer
 from logging_setup import configure_logging
 from proto import lambda_action_pb2_grpc
-from routes import functions, health, history, invoke, metrics_endpoint, token
+from routes import functions, health, history, invoke, metrics_endpoint, token, ui
 from routes.context import EXTENSION_KEY
 from routes.errors import register_error_handlers
 from routes.json_body import JsonRulesRequest
@@ -128,6 +128,7 @@ def create_app(services: Services) -> Quart:
         functions.blueprint,
         history.blueprint,
         metrics_endpoint.blueprint,
+        ui.blueprint,
     ):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
