@@ -4,9 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format proto fuzz soak bench bench-runtime clean
+.PHONY: install system-packages run test lint format proto fuzz soak bench bench-runtime clean
 
 install: $(STAMP)
+
+# Chromium, HAProxy and kubectl from Debian's packages, for the tests that drive them (see .ci/debian-packages).
+system-packages:
+	@bash .ci/debian-packages
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +22,7 @@ run: install
 	$(BIN)/python app.py
 
 # Coverage of the module's own code; the run fails below the floor in pyproject.toml ([tool.coverage.report]).
-test: install
+test: install system-packages
 	$(BIN)/python -m pytest --cov --cov-report=term:skip-covered
 
 # schemathesis on /openapi.json and hypothesis on every RPC, with many more examples than `make test` draws.
