@@ -9,82 +9,34 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from config import PROJECT_ROOT
-from tests.conftest import free_port
+from tests.served_module import served_module
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 CLIENT_ID = "fuzz-client"
 CLIENT_SECRET = "fuzz-secret-of-some-length"
-START_SECONDS = 60
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
     """The module serving REST on a free port; its base URL. It and its runtime end with the test."""
-    rest_port, grpc_port = free_port(), free_port()
-    environment = {
-        **{key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "LAMBDA_"))},
-        "MODULE_SECRET_KEY": "f" * 64,
-        "BOOTSTRAP_CLIENT_ID": CLIENT_ID,
-        "BOOTSTRAP_CLIENT_SECRET": CLIENT_SECRET,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'module.sqlite'}",
-        "LOG_DIR": str(tmp_path / "logs"),
-        "LOG_SPOOL_DIR": str(tmp_path / "spool"),
-        "LOG_LEVEL": "WARNING",
-        "HOST": "127.0.0.1",
-        "REST_PORT": str(rest_port),
-        "GRPC_PORT": str(grpc_port),
-        "LAMBDA_BACKEND": "local",
-        "LOCAL_LAMBDA_PORT": "0",
+    with served_module(
+        tmp_path,
+        MODULE_SECRET_KEY="f" * 64,
+        BOOTSTRAP_CLIENT_ID=CLIENT_ID,
+        BOOTSTRAP_CLIENT_SECRET=CLIENT_SECRET,
         # The fuzzer sends many wrong credentials on purpose: the limits are tested elsewhere.
-        "TOKEN_FAILURES_PER_CLIENT": "10000",
-        "TOKEN_FAILURES_PER_SOURCE": "100000",
-    }
-    log = open(tmp_path / "module.log", "wb")  # noqa: SIM115 - the child writes it until it ends
-    process = subprocess.Popen(
-        [sys.executable, "app.py"],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{rest_port}"
-    try:
-        _wait_healthy(base, process, tmp_path / "module.log")
+        TOKEN_FAILURES_PER_CLIENT="10000",
+        TOKEN_FAILURES_PER_SOURCE="100000",
+    ) as base:
         yield base
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
-
-
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the module ended with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"the module did not answer within {START_SECONDS} s:\n{log_path.read_text()}")
 
 
 def _token(base: str) -> str:

@@ -4,11 +4,7 @@ invocations, filter, open a row; a screenshot is saved in the test's temporary f
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -16,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from config import PROJECT_ROOT
-from tests.conftest import free_port
+from tests.served_module import served_module
 
 CLIENT_ID = "ui-client"
 CLIENT_SECRET = "ui-secret-of-some-length"
@@ -54,52 +49,14 @@ def served(tmp_path: Path) -> Iterator[str]:
     """The module as `python app.py` runs it, with functions of the test's own; its base URL."""
     functions = tmp_path / "functions"
     _write_functions(functions)
-    rest_port = free_port()
-    environment = {
-        **{key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "LAMBDA_"))},
-        "MODULE_SECRET_KEY": "u" * 64,
-        "BOOTSTRAP_CLIENT_ID": CLIENT_ID,
-        "BOOTSTRAP_CLIENT_SECRET": CLIENT_SECRET,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'module.sqlite'}",
-        "LOG_DIR": str(tmp_path / "logs"),
-        "LOG_SPOOL_DIR": str(tmp_path / "spool"),
-        "LOG_LEVEL": "WARNING",
-        "HOST": "127.0.0.1",
-        "REST_PORT": str(rest_port),
-        "GRPC_PORT": str(free_port()),
-        "LAMBDA_BACKEND": "local",
-        "LOCAL_LAMBDA_PORT": "0",
-        "LOCAL_FUNCTIONS_DIR": str(functions),
-    }
-    log = open(tmp_path / "module.log", "wb")  # noqa: SIM115 - the child writes it until it ends
-    process = subprocess.Popen(
-        [sys.executable, "app.py"],
-        cwd=PROJECT_ROOT,
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{rest_port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (tmp_path / "module.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, (tmp_path / "module.log").read_text()
-                time.sleep(0.1)
+    with served_module(
+        tmp_path,
+        MODULE_SECRET_KEY="u" * 64,
+        BOOTSTRAP_CLIENT_ID=CLIENT_ID,
+        BOOTSTRAP_CLIENT_SECRET=CLIENT_SECRET,
+        LOCAL_FUNCTIONS_DIR=str(functions),
+    ) as base:
         yield base
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 def _post(url: str, body: dict, token: str | None = None) -> dict:
