@@ -23,7 +23,8 @@ COPY functions/ functions/
 RUN useradd --system --uid 10001 --home-dir /app lambda-action \
     && mkdir -p /app/data /app/logs \
     && chown -R lambda-action /app/data /app/logs
-USER lambda-action
+# By uid, so that Kubernetes' runAsNonRoot can tell without looking the name up.
+USER 10001
 
 ENV ENVIRONMENT=production \
     HOST=0.0.0.0 \
@@ -35,6 +36,6 @@ ENV ENVIRONMENT=production \
 EXPOSE 8080 50060
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD python -c "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('REST_PORT', '8080'), timeout=4).status == 200 else 1)"
+    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('REST_PORT', '8080'), timeout=4).status == 200 else 1)"]
 
 CMD ["python", "app.py"]

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-packages run test lint format proto fuzz soak bench bench-runtime clean
+.PHONY: install system-packages run test lint format proto fuzz soak bench bench-runtime deploy-check scale-test clean
 
 install: $(STAMP)
 
@@ -50,6 +50,10 @@ bench: install
 # How fast the embedded Lambda runtime alone answers through boto3.
 bench-runtime: install
 	$(BIN)/python bench/local_lambda_bench.py
+
+# The Kubernetes overlays rendered (kubectl kustomize) and validated strictly; the Dockerfile linted (hadolint).
+deploy-check: install system-packages
+	$(BIN)/python deploy/check_manifests.py
 
 lint: install
 	$(BIN)/ruff check .

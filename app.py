@@ -34,7 +34,7 @@ from routes.openapi import install_openapi
 from routes.request_ids import install_request_ids
 from services.api_clients import ClientStore, prepare_clients, prepare_clients_once
 from services.auth import Authenticator
-from services.database import Database, connect_database
+from services.database import Database, connect_database, open_database
 from services.errors import ServiceError
 from services.history import InvocationHistory
 from services.invocation_log import InvocationLog
@@ -190,12 +190,24 @@ def _argument_parser() -> argparse.ArgumentParser:
     serve_command.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     serve_command.add_argument("--parent-fd", type=int, help=argparse.SUPPRESS)
     serve_command.add_argument("--lambda-backend-reason", help=argparse.SUPPRESS)
+    commands.add_parser(
+        "init-db",
+        help="create the tables and indexes in DATABASE_URL, then exit (a one-off job; serving does it too)",
+    )
     add_clients_command(commands)
     return parser
 
 
+async def init_database(settings: Settings) -> None:
+    """Create what the module needs in DATABASE_URL (tables, indexes, added columns) and close; DatabaseUnavailable
+    when it cannot be reached."""
+    async with open_database(settings, pool_size=1) as database:
+        logger.info("the tables of lambda-action are ready in %s", database.engine)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve (no arguments, or `serve`), or manage clients (`clients ...`); the exit status."""
+    """Serve (no arguments, or `serve`), create the tables (`init-db`), or manage clients (`clients ...`); the exit
+    status."""
     arguments = _argument_parser().parse_args(argv)
     try:
         settings = load_settings(environment_with_dotenv())
@@ -210,6 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if arguments.command == "clients":
             return asyncio.run(run_clients_command(settings, arguments))
+        if arguments.command == "init-db":
+            asyncio.run(init_database(settings))
+            return 0
         worker = bool(getattr(arguments, "worker", False))
         if worker:
             settings = replace(settings, lambda_backend_reason=arguments.lambda_backend_reason or "")

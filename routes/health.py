@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
 from quart import Blueprint, ResponseReturnValue
 from quart_schema import document_response
 
@@ -47,3 +48,16 @@ async def health() -> ResponseReturnValue:
         "config": services.settings.summary(),
     }
     return body, 503 if journal.full else 200
+
+
+class LivenessReply(BaseModel):
+    status: str = "alive"
+    module: str = MODULE_NAME
+
+
+@blueprint.get("/health/live")
+@document_response(LivenessReply, 200)
+async def liveness() -> ResponseReturnValue:
+    """200 whenever the process answers: for a liveness probe. A database away or a full journal is not cured by
+    a restart, so unlike /health this never fails for them."""
+    return LivenessReply().model_dump()

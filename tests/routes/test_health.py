@@ -65,7 +65,9 @@ async def test_the_database_gone_is_degraded_not_a_failed_liveness(
     assert body["module"] == MODULE_NAME
 
 
-async def test_a_full_journal_is_unhealthy_and_refuses_invocations(make_settings: SettingsFactory, aws):
+async def test_a_full_journal_is_unhealthy_and_refuses_invocations_but_the_process_is_alive(
+    make_settings: SettingsFactory, aws
+):
     module = await build_services(make_settings(LOG_SPOOL_MAX_BYTES=str(1024 * 1024)))
     try:
         app = create_app(module)
@@ -96,6 +98,10 @@ async def test_a_full_journal_is_unhealthy_and_refuses_invocations(make_settings
             assert body["status"] == "unhealthy"
             assert body["journal"]["full"] is True
             assert body["journal"]["max_bytes"] == 1024 * 1024
+            # Liveness does not fail for it: a restart would not bring the database back nor empty the journal.
+            live = await client.get("/health/live")
+            assert live.status_code == 200
+            assert (await live.get_json())["status"] == "alive"
 
             refused = await client.post("/api/v1/invoke", json={"function_name": "waddlebot-echo"}, headers=headers)
             reply = await refused.get_json()

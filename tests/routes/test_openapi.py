@@ -16,6 +16,7 @@ async def test_openapi_describes_every_endpoint_and_which_need_a_token(client):
     }
     assert set(operations) == {
         ("GET", "/health"),
+        ("GET", "/health/live"),
         ("POST", "/api/v1/token"),
         ("POST", "/api/v1/invoke"),
         ("POST", "/api/v1/invoke-async"),
