@@ -179,6 +179,7 @@ async def build_servers(settings: Settings, prepare: bool) -> Servers:
         close=services.close,
         lambda_endpoint=services.service.endpoint_url,
         release_waiting=services.service.release_waiting,
+        begin_draining=services.service.begin_draining,
     )
 
 

@@ -85,6 +85,9 @@ class Settings:
     max_batch_size: int = 50
     max_batch_concurrency: int = 10
     shutdown_grace_seconds: float = 30.0
+    # On SIGTERM, how long to go on serving while health says NOT_SERVING (and /health "draining", 503), so a
+    # balancer's health checks take the instance out before it refuses calls. Kubernetes' preStop does this there.
+    shutdown_delay_seconds: float = 0.0
     # How long an Idempotency-Key stands for the invocation it started: a repeat within it gets that outcome.
     idempotency_window_seconds: int = 3600
     # History: read a function's CloudWatch log lines for one invocation (needs logs:FilterLogEvents), and delete
@@ -330,6 +333,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_batch_size=reader.integer("MAX_BATCH_SIZE", 50, 1, 1000),
         max_batch_concurrency=reader.integer("MAX_BATCH_CONCURRENCY", 10, 1, 1000),
         shutdown_grace_seconds=reader.number("SHUTDOWN_GRACE_SECONDS", 30.0, 0.0, 3600.0),
+        shutdown_delay_seconds=reader.number("SHUTDOWN_DELAY_SECONDS", 0.0, 0.0, 300.0),
         idempotency_window_seconds=reader.integer("IDEMPOTENCY_WINDOW_SECONDS", 3600, 1, 7 * 24 * 3600),
         fetch_function_logs=reader.boolean("FETCH_FUNCTION_LOGS", False),
         log_retention_days=reader.integer("LOG_RETENTION_DAYS", 0, 0, 100 * 365),

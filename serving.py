@@ -50,6 +50,8 @@ class Servers:
     lambda_endpoint: str
     # Answers the callers still waiting for an invocation with OutcomeUnknown (see _release_before_the_cut).
     release_waiting: Callable[[], int]
+    # Makes /health answer 503 "draining" (gRPC health is the gRPC server's own).
+    begin_draining: Callable[[], None] = lambda: None
 
 
 # Builds the servers of one process inside its running loop; `prepare_clients` is False in a worker.
@@ -177,18 +179,32 @@ async def _serve(settings: Settings, build: BuildServers, parent_fd: int | None)
             settings.database_kind,
         )
 
-        async def drain_grpc() -> None:
+        closing = asyncio.Event()
+
+        async def lame_duck() -> None:
             await stop.wait()
+            if settings.shutdown_delay_seconds > 0:
+                # Health says NOT_SERVING while calls are still served: balancers stop sending before we refuse.
+                servers.begin_draining()
+                await grpc_server.health.enter_graceful_shutdown()
+                logger.info("stopping: health says NOT_SERVING; serving on for %gs", settings.shutdown_delay_seconds)
+                await asyncio.sleep(settings.shutdown_delay_seconds)
+            closing.set()
+
+        async def drain_grpc() -> None:
+            await closing.wait()
             logger.info("stopping: no new calls; calls under way have %gs to finish", settings.shutdown_grace_seconds)
             await grpc_server.drain(settings.shutdown_grace_seconds)
 
+        delayed = asyncio.ensure_future(lame_duck())
         grpc_drained = asyncio.ensure_future(drain_grpc())
-        released = asyncio.ensure_future(_release_before_the_cut(stop, settings.shutdown_grace_seconds, servers))
+        released = asyncio.ensure_future(_release_before_the_cut(closing, settings.shutdown_grace_seconds, servers))
         try:
-            # Hypercorn stops listening when `stop` is set and waits up to its graceful timeout for requests.
-            await hypercorn_serve(servers.rest_app, config, shutdown_trigger=stop.wait)
+            # Hypercorn stops listening when `closing` is set and waits up to its graceful timeout for requests.
+            await hypercorn_serve(servers.rest_app, config, shutdown_trigger=closing.wait)
             await grpc_drained
         finally:
+            delayed.cancel()
             grpc_drained.cancel()
             released.cancel()
             await grpc_server.stop()

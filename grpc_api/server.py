@@ -14,6 +14,9 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_api.interceptor import SERVICE_NAME, ServiceInterceptor
 from services.invocation_log import JournalState
 
+# How long the drain waits, once idle, for calls grpc accepted just before the stop to reach the interceptor.
+_SETTLE_SECONDS = 0.2
+
 
 class ModuleHealth(health_aio.HealthServicer):
     """gRPC health that also tells the record path's state: trailing metadata on every Check (journal depth and
@@ -65,9 +68,19 @@ class GrpcServer:
         # once the last LambdaAction call is answered, nothing is left worth waiting for.
         await asyncio.sleep(0)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.interceptor.wait_idle(), grace_seconds)
+            await asyncio.wait_for(self._settled(), grace_seconds)
         await self.server.stop(None)
         await stopping
+
+    async def _settled(self) -> None:
+        """Return once no LambdaAction call is under way, nor has one begun for a little while: a call grpc took just
+        before the stop reaches the interceptor a moment later, and cutting it then would answer UNAVAILABLE (which
+        routers retry) to an invocation that runs on."""
+        while True:
+            await self.interceptor.wait_idle()
+            await asyncio.sleep(_SETTLE_SECONDS)
+            if self.interceptor.calls_in_flight == 0:
+                return
 
     async def stop(self) -> None:
         """Stop at once, cancelling whatever is still under way."""

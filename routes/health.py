@@ -25,7 +25,9 @@ async def health() -> ResponseReturnValue:
     services = app_services()
     report = await services.service.health()
     journal = report.journal
-    if journal.full:
+    if report.draining:
+        status = "draining"
+    elif journal.full:
         status = "unhealthy"
     elif report.database_ok and journal.database_ok:
         status = "healthy"
@@ -47,7 +49,7 @@ async def health() -> ResponseReturnValue:
         "in_flight": report.in_flight,
         "config": services.settings.summary(),
     }
-    return body, 503 if journal.full else 200
+    return body, 503 if journal.full or report.draining else 200
 
 
 class LivenessReply(BaseModel):

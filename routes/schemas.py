@@ -171,9 +171,10 @@ class InvokeAsyncReply(BaseModel):
 
 
 class HealthReply(BaseModel):
-    """What /health reports: 200 while this replica can take invocations, 503 when its journal is full."""
+    """What /health reports: 200 while this replica can take invocations; 503 when its journal is full, or while it
+    stops (`draining`, for SHUTDOWN_DELAY_SECONDS before it refuses new calls)."""
 
-    status: Literal["healthy", "degraded", "unhealthy"]
+    status: Literal["healthy", "degraded", "unhealthy", "draining"]
     module: str
     version: str
     # backend, chosen_by, endpoint, region

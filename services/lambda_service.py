@@ -92,6 +92,8 @@ class HealthReport:
     lambda_backend: dict[str, str]
     in_flight: int
     journal: JournalState
+    # The module is stopping: it still answers calls under way, but balancers should send no new ones.
+    draining: bool = False
 
 
 class LambdaService:
@@ -131,6 +133,7 @@ class LambdaService:
         self._account: str | None = None
         # Callers waiting for an invocation's answer, each with its invocation's id.
         self._waiting: dict[asyncio.Future[None], str] = {}
+        self._draining = False
 
     @property
     def in_flight(self) -> int:
@@ -254,6 +257,10 @@ class LambdaService:
             self._waiting.pop(answer, None)
             task.remove_done_callback(ended)
         return task.result()
+
+    def begin_draining(self) -> None:
+        """The module is stopping: health says so from now on (calls are still answered)."""
+        self._draining = True
 
     def release_waiting(self) -> int:
         """Answer every caller still waiting for an invocation with OutcomeUnknown (the module is stopping and
@@ -425,6 +432,7 @@ class LambdaService:
             },
             in_flight=self._in_flight,
             journal=self._log.state(),
+            draining=self._draining,
         )
 
     async def close(self) -> None:

@@ -97,9 +97,12 @@ class RunningModule:
 
 
 def _rest_health(url: str) -> int:
+    """The status /health answers, 0 when nothing answers."""
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
             return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
     except OSError:
         return 0
 
@@ -305,6 +308,32 @@ def _call_slow_function(module: RunningModule, token: str, replies: dict[str, ob
     for caller in callers:
         caller.start()
     return callers
+
+
+def test_with_a_shutdown_delay_health_turns_first_while_calls_are_still_served(start_module, fake: FakeLambda):
+    fake.add_function("waddlebot-echo")
+    module = start_module(SHUTDOWN_DELAY_SECONDS="3")
+    token = module.token()
+    assert _rest_health(module.rest_url) == 200
+    module.process.send_signal(signal.SIGTERM)
+
+    deadline = time.monotonic() + 2
+    while _grpc_serving(module.grpc_target) or _rest_health(module.rest_url) != 503:
+        assert time.monotonic() < deadline, "health did not turn after SIGTERM"
+        time.sleep(0.05)
+    # A balancer has not caught up yet: a call it still sends is answered, over both transports.
+    assert module.invoke_echo(token, {"late": True}).success
+    late = urllib.request.Request(
+        f"{module.rest_url}/api/v1/invoke",
+        data=json.dumps({"function_name": "waddlebot-echo"}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(late, timeout=10) as response:
+        assert response.status == 200
+    with urllib.request.urlopen(f"{module.rest_url}/health/live", timeout=2) as response:
+        assert response.status == 200
+    assert module.stop() == 0, module.text()
+    assert len(_invocation_rows(module.database)) == 2
 
 
 def test_sigterm_lets_calls_in_flight_finish_and_refuses_new_ones(start_module, fake: FakeLambda):
