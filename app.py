@@ -36,7 +36,7 @@ from services.api_clients import ClientStore, prepare_clients, prepare_clients_o
 from services.auth import Authenticator
 from services.database import Database, connect_database, open_database
 from services.errors import ServiceError
-from services.history import InvocationHistory
+from services.history import InvocationHistory, LogReader
 from services.invocation_log import InvocationLog
 from services.journal import Journal
 from services.lambda_client import LambdaClient, choose_lambda_backend, client_for_backend, cloudwatch_log_reader
@@ -96,7 +96,7 @@ async def build_services(
     history = InvocationHistory(
         database,
         lambda_backend=settings.lambda_backend,
-        read_logs=cloudwatch_log_reader(settings) if settings.fetch_function_logs else None,
+        read_logs=_log_reader(settings, service.endpoint_url),
         retention_days=settings.log_retention_days,
     )
     history.start()
@@ -112,6 +112,14 @@ async def build_services(
         history=history,
         metrics=metrics,
     )
+
+
+def _log_reader(settings: Settings, lambda_endpoint: str) -> LogReader | None:
+    """Where the history reads an invocation's log lines: the embedded runtime (which serves FilterLogEvents for
+    its recent invocations), CloudWatch Logs with FETCH_FUNCTION_LOGS=true, else nowhere (the log's place is shown)."""
+    if settings.lambda_backend == "local":
+        return cloudwatch_log_reader(settings, endpoint_url=lambda_endpoint)
+    return cloudwatch_log_reader(settings) if settings.fetch_function_logs else None
 
 
 def create_app(services: Services) -> Quart:

@@ -6,12 +6,19 @@ LambdaApiErrors, rendered here once in Lambda's shape.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
 from urllib.parse import unquote
 
-from local_lambda.errors import InvalidParameterValue, LambdaApiError, ServiceFailure, UnknownOperation
+from local_lambda.errors import (
+    InvalidParameterValue,
+    InvalidRequestContent,
+    LambdaApiError,
+    ServiceFailure,
+    UnknownOperation,
+)
 from local_lambda.http_server import HttpRequest, HttpResponse
 from local_lambda.registry import FunctionConfiguration
 from local_lambda.runtime import LambdaRuntime
@@ -19,6 +26,8 @@ from local_lambda.runtime import LambdaRuntime
 logger = logging.getLogger(__name__)
 
 API_VERSION = "2015-03-31"
+# CloudWatch Logs' operation (JSON 1.1: POST / with this target), served for the runtime's recent invocations.
+FILTER_LOG_EVENTS_TARGET = "Logs_20140328.FilterLogEvents"
 
 
 class LambdaApi:
@@ -45,6 +54,8 @@ class LambdaApi:
         segments = [unquote(segment) for segment in request.path.strip("/").split("/")]
         if request.method == "GET" and segments == ["ping"]:
             return HttpResponse.of_json(200, {"status": "ok"})
+        if request.method == "POST" and request.headers.get("x-amz-target") == FILTER_LOG_EVENTS_TARGET:
+            return self._filter_log_events(request)
         if segments[:2] == [API_VERSION, "functions"]:
             if len(segments) == 2 and request.method == "GET":
                 return self._list_functions(request)
@@ -55,7 +66,8 @@ class LambdaApi:
                 return HttpResponse.of_json(200, render_configuration(configuration))
         raise UnknownOperation(
             f"Unknown operation {request.method} {request.path}: this local Lambda runtime serves Invoke, "
-            f"ListFunctions and GetFunctionConfiguration under /{API_VERSION}/functions/, and GET /ping"
+            f"ListFunctions and GetFunctionConfiguration under /{API_VERSION}/functions/, CloudWatch Logs' "
+            "FilterLogEvents for its recent invocations, and GET /ping"
         )
 
     async def _invoke(self, request: HttpRequest, function_name: str, request_id: str) -> HttpResponse:
@@ -76,6 +88,21 @@ class LambdaApi:
         if result.log_result is not None:
             headers["X-Amz-Log-Result"] = result.log_result
         return HttpResponse(result.status, result.payload, headers)
+
+    def _filter_log_events(self, request: HttpRequest) -> HttpResponse:
+        try:
+            body = json.loads(request.body or b"{}")
+        except ValueError:
+            raise InvalidRequestContent("the FilterLogEvents request is not JSON") from None
+        if not isinstance(body, dict):
+            raise InvalidRequestContent("the FilterLogEvents request must be a JSON object")
+        try:
+            answer = HttpResponse.of_json(200, self._runtime.logs.filter_log_events(body))
+        except LambdaApiError as error:
+            # CloudWatch Logs speaks JSON 1.1: its errors are 400s naming their type in `__type`.
+            answer = HttpResponse.of_json(400, {"__type": error.error_type, "message": error.message})
+        answer.headers["Content-Type"] = "application/x-amz-json-1.1"
+        return answer
 
     def _list_functions(self, request: HttpRequest) -> HttpResponse:
         max_items = request.query.get("MaxItems")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from local_lambda.errors import InvalidParameterValue, InvalidRequestContent, RequestTooLarge, TooManyRequests
+from local_lambda.logs import RecentLogs
 from local_lambda.manifest import FunctionVersion
 from local_lambda.pool import (
     WORKER_SCRIPT,
@@ -76,6 +77,8 @@ class LambdaRuntime:
         self._events: set[asyncio.Task[None]] = set()
         self._queued_events: Counter[str] = Counter()
         self._idle_check: asyncio.Task[None] | None = None
+        # The last invocations' logs, for FilterLogEvents on /aws/lambda/<name> (see local_lambda/logs.py).
+        self.logs = RecentLogs()
 
     async def open(self) -> None:
         """Start retiring idle workers in the background."""
@@ -201,6 +204,7 @@ class LambdaRuntime:
             outcome = await worker.invoke(request)
         finally:
             pool.release(worker)
+        self.logs.add(manifest.name, version.version, request_id, _lambda_log(request_id, version, outcome))
         if outcome.error_type is not None:
             logger.info("%s:%s request %s failed: %s", manifest.name, version.version, request_id, outcome.error_type)
         if outcome.output and logger.isEnabledFor(logging.DEBUG):

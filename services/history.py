@@ -243,20 +243,23 @@ class InvocationHistory:
 
     async def _logs_of(self, record: dict[str, Any]) -> FunctionLogs:
         tail = record.get("log_tail")
-        if self._lambda_backend == "local":
-            return FunctionLogs(
-                lines=tail.splitlines() if tail else None,
-                note="the embedded runtime keeps no log beyond each synchronous invocation's tail, shown here",
-            )
+        local = self._lambda_backend == "local"
         name = function_name_of(record["function_name"])
         group = f"/aws/lambda/{name}"
         request_id = record.get("request_id")
         if not request_id:
             return FunctionLogs(log_group=group, note="Lambda gave no request id for this invocation")
+        # The embedded runtime has no Logs Insights; on AWS this query finds every line of the invocation.
         query = (
-            f'fields @timestamp, @message | filter @requestId = "{request_id}" or @message like "{request_id}" '
-            "| sort @timestamp asc | limit 1000"
+            None
+            if local
+            else (
+                f'fields @timestamp, @message | filter @requestId = "{request_id}" or @message like "{request_id}" '
+                "| sort @timestamp asc | limit 1000"
+            )
         )
+        if self._read_logs is None and local:
+            return FunctionLogs(log_group=group, lines=tail.splitlines() if tail else None, note="the recorded tail")
         if self._read_logs is None:
             return FunctionLogs(
                 log_group=group,
@@ -264,19 +267,26 @@ class InvocationHistory:
                 note="run the query in CloudWatch Logs Insights on the log group (FETCH_FUNCTION_LOGS=true shows the "
                 "lines here)",
             )
+        where = "the embedded runtime" if local else "CloudWatch Logs"
         try:
             lines = await asyncio.wait_for(
                 asyncio.to_thread(self._read_logs, group, request_id, record["invoked_at"], record.get("completed_at")),
                 LOG_READ_TIMEOUT_SECONDS,
             )
         except TimeoutError:
-            return FunctionLogs(
-                log_group=group, insights_query=query, note="CloudWatch Logs did not answer in time; run the query"
-            )
+            return FunctionLogs(log_group=group, insights_query=query, note=f"{where} did not answer in time")
         except Exception as error:
+            if local:
+                # The runtime keeps only its last invocations' logs (and none from before a restart).
+                return FunctionLogs(
+                    log_group=group,
+                    lines=tail.splitlines() if tail else None,
+                    note="the embedded runtime no longer holds this invocation's log; the recorded tail is shown",
+                )
             logger.warning("could not read the log of %s from CloudWatch: %s", record["invocation_id"], error)
-            return FunctionLogs(log_group=group, insights_query=query, note=f"CloudWatch Logs did not answer: {error}")
-        return FunctionLogs(log_group=group, insights_query=query, lines=lines)
+            return FunctionLogs(log_group=group, insights_query=query, note=f"{where} did not answer: {error}")
+        note = "from the embedded runtime, which keeps its last 1,000 invocations' logs" if local else ""
+        return FunctionLogs(log_group=group, insights_query=query, lines=lines, note=note)
 
 
 def check_history_filter(which: HistoryFilter) -> None:

@@ -124,12 +124,19 @@ MAX_LOG_LINES = 200
 _LOG_PAGES = 5
 
 
-def cloudwatch_log_reader(settings: Settings) -> Callable[[str, str, datetime, datetime | None], list[str]]:
+def cloudwatch_log_reader(
+    settings: Settings, endpoint_url: str | None = None
+) -> Callable[[str, str, datetime, datetime | None], list[str]]:
     """A blocking reader of one invocation's lines in its function's CloudWatch log group (FilterLogEvents on the
-    request id, from a minute before the invocation to five after it ended), at most MAX_LOG_LINES."""
-    logs = boto3.session.Session().client(
+    request id, from a minute before the invocation to five after it ended), at most MAX_LOG_LINES.
+
+    With `endpoint_url` (the embedded runtime's), the runtime's own FilterLogEvents answers, with its credentials.
+    """
+    session = boto3.session.Session(**(LOCAL_RUNTIME_CREDENTIALS if endpoint_url else {}))
+    logs = session.client(
         "logs",
         region_name=settings.aws_region,
+        endpoint_url=endpoint_url,
         config=Config(connect_timeout=3, read_timeout=5, retries={"total_max_attempts": 2}),
     )
 

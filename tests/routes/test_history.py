@@ -4,6 +4,9 @@ against the fake Lambda."""
 from __future__ import annotations
 
 import json
+import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from app import Services
 from tests.conftest import service_token
 from tests.records import invocation_rows
+from tests.served_module import served_module
 
 ECHO = "waddlebot-echo"
 FAILS = "waddlebot-fails"
@@ -150,3 +154,57 @@ async def test_the_history_needs_a_token(client):
     for path in ("/api/v1/invocations", f"/api/v1/invocations/{'0' * 32}", "/api/v1/stats"):
         response = await client.get(path)
         assert response.status_code == 401, path
+
+
+def test_on_the_embedded_runtime_an_invocations_log_lines_come_from_the_runtime(tmp_path):
+    functions = tmp_path / "functions"
+    (functions / "waddlebot-talks").mkdir(parents=True)
+    (functions / "waddlebot-talks" / "handler.py").write_text(
+        "def lambda_handler(event, context):\n    print('talking about', event['topic'])\n    return 'ok'\n"
+    )
+    (functions / "waddlebot-talks" / "function.json").write_text('{"handler": "handler.lambda_handler"}')
+    with served_module(
+        tmp_path,
+        MODULE_SECRET_KEY="h" * 64,
+        BOOTSTRAP_CLIENT_ID="history-client",
+        BOOTSTRAP_CLIENT_SECRET="history-client-secret-0123",
+        LOCAL_FUNCTIONS_DIR=str(functions),
+    ) as base:
+        token = _post(
+            f"{base}/api/v1/token", {"client_id": "history-client", "client_secret": "history-client-secret-0123"}
+        )
+        headers = {"Authorization": f"Bearer {token['token']}"}
+        queued = _post(
+            f"{base}/api/v1/invoke-async", {"function_name": "waddlebot-talks", "payload": {"topic": "geese"}}, headers
+        )
+
+        deadline = time.monotonic() + 15
+        while True:
+            logs = _get(f"{base}/api/v1/invocations/{queued['invocation_id']}", headers)["invocation"]["logs"]
+            if logs["lines"] and any("talking about geese" in line for line in logs["lines"]):
+                break
+            assert time.monotonic() < deadline, logs
+            time.sleep(0.2)
+
+    assert logs["log_group"] == "/aws/lambda/waddlebot-talks"
+    assert logs["lines"][0].startswith("START RequestId: ")
+    assert logs["insights_query"] is None
+
+
+def _post(url: str, body: dict, headers: dict[str, str] | None = None) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _get(url: str, headers: dict[str, str]) -> dict:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        if error.code != 404:
+            raise
+        # Not recorded yet (a record reaches the history within a second): as good as no lines.
+        return {"invocation": {"logs": {"lines": None}}}

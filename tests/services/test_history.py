@@ -250,7 +250,7 @@ async def test_on_the_embedded_runtime_the_log_is_the_recorded_tail(module: Serv
     detail = await history(module, lambda_backend="local").get(ALICE, mine)
 
     assert detail.logs.lines == ["line one", "line two"]
-    assert detail.logs.log_group is None
+    assert detail.logs.insights_query is None
 
 
 # -- statistics -------------------------------------------------------------------------------------------
