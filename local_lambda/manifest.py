@@ -32,13 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from local_lambda.errors import ServiceFailure
+from local_lambda.errors import LambdaApiError
 
 MANIFEST_FILE = "function.json"
 VERSIONS_DIR = "versions"
 LATEST = "$LATEST"
 ACCOUNT_ID = "000000000000"
 DEFAULT_HANDLER = "handler.lambda_handler"
+# A folder holding this file and no manifest is a function with every setting at its default.
+DEFAULT_HANDLER_FILE = DEFAULT_HANDLER.split(".")[0] + ".py"
 DEFAULT_RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
 DEFAULT_TIMEOUT_SECONDS = 3
 DEFAULT_MEMORY_SIZE_MB = 128
@@ -52,8 +54,16 @@ _VERSION_KEYS |= {"code_sha256", "last_modified"}
 _MANIFEST_KEYS = (_VERSION_KEYS - {"code", "code_sha256", "last_modified"}) | {"concurrency", "versions", "aliases"}
 
 
-class ManifestError(ServiceFailure):
-    """A function's manifest cannot be used; the message names the file and what to fix."""
+class ManifestError(LambdaApiError):
+    """A function's manifest cannot be used; the message names the file and what to fix.
+
+    A 409 ResourceConflictException, as Lambda answers for a function it cannot run as it stands: clients do not
+    retry it (a 5xx would make boto3 and the AWS CLI try four more times over six seconds for nothing).
+    """
+
+    status = 409
+    error_type = "ResourceConflictException"
+    kind = "User"
 
 
 @dataclass(frozen=True)
@@ -104,8 +114,9 @@ def latest_excluded(manifest_raw: Mapping[str, Any]) -> frozenset[str]:
 
 
 def parse_manifest(name: str, path: Path, modified_ns: int) -> FunctionManifest:
+    """The manifest at `path`; a folder with its code and no manifest has every setting at its default."""
     try:
-        raw = json.loads(path.read_bytes())
+        raw = json.loads(path.read_bytes()) if path.exists() else {}
     except (OSError, ValueError, RecursionError) as error:  # RecursionError: nested too deeply
         raise ManifestError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(raw, dict):

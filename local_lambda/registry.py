@@ -45,6 +45,7 @@ from local_lambda.code import CodeSnapshot, check_link_inside, code_sha256, scan
 from local_lambda.errors import InvalidParameterValue, ResourceNotFound
 from local_lambda.manifest import (
     ACCOUNT_ID,
+    DEFAULT_HANDLER_FILE,
     FUNCTION_NAME,
     LATEST,
     MANIFEST_FILE,
@@ -141,20 +142,33 @@ class FunctionRegistry:
         self._slow_latest_snapshots: dict[Path, tuple[CodeSnapshot, float]] = {}  # snapshot, when scanned
         self._digests: dict[tuple[Path, str], str] = {}
         self._broken_manifests_reported: set[tuple[str, str]] = set()
+        self._not_functions_reported: set[str] = set()
 
     # -- reading manifests -----------------------------------------------------------------------------
 
     def function_names(self) -> list[str]:
-        """The names of the folders that hold a manifest, sorted."""
+        """The names of the folders that are functions (a manifest, or the default handler's file), sorted; any
+        other folder is said once in the log, with why it is not a function."""
         try:
             entries = list(os.scandir(self.functions_dir))
         except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(
-            entry.name
-            for entry in entries
-            if FUNCTION_NAME.fullmatch(entry.name) and os.path.isfile(os.path.join(entry.path, MANIFEST_FILE))
-        )
+        names = []
+        for entry in entries:
+            if not entry.is_dir() or entry.name.startswith((".", "_")):
+                continue
+            if not FUNCTION_NAME.fullmatch(entry.name):
+                self._report_not_a_function(entry.name, "its name is not a Lambda function name")
+            elif _is_function_folder(Path(entry.path)):
+                names.append(entry.name)
+            else:
+                self._report_not_a_function(entry.name, f"it holds neither {MANIFEST_FILE} nor {DEFAULT_HANDLER_FILE}")
+        return sorted(names)
+
+    def _report_not_a_function(self, name: str, why: str) -> None:
+        if name not in self._not_functions_reported:
+            self._not_functions_reported.add(name)
+            logger.warning("%s/%s is not a function: %s", self.functions_dir, name, why)
 
     def load(self, name: str) -> FunctionManifest:
         """A function's manifest; ResourceNotFound when there is no such function, ManifestError when it is broken."""
@@ -163,7 +177,8 @@ class FunctionRegistry:
         try:
             if not FUNCTION_NAME.fullmatch(name):
                 raise FileNotFoundError(name)
-            stat = path.stat()
+            # Without a manifest, the handler's file stands for it (every setting at its default).
+            stat = path.stat() if path.exists() else (directory / DEFAULT_HANDLER_FILE).stat()
         except (FileNotFoundError, NotADirectoryError):
             self._manifests.pop(name, None)
             raise ResourceNotFound(f"Function not found: {function_arn(self.region, name)}") from None
@@ -308,6 +323,10 @@ class FunctionRegistry:
         if (name, error.message) not in self._broken_manifests_reported:
             self._broken_manifests_reported.add((name, error.message))
             logger.warning("ListFunctions skips %s: %s", name, error.message)
+
+
+def _is_function_folder(directory: Path) -> bool:
+    return (directory / MANIFEST_FILE).is_file() or (directory / DEFAULT_HANDLER_FILE).is_file()
 
 
 def _encode_marker(key: tuple[str, int]) -> str:

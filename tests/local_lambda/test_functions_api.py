@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
 
 from tests.local_lambda.conftest import FunctionMaker
 
@@ -155,7 +158,8 @@ def test_a_broken_manifest_is_reported_and_skipped(
     (broken / "function.json").write_text(manifest)
 
     assert [f["FunctionName"] for f in lambda_client.list_functions()["Functions"]] == ["good"]
-    with pytest.raises(lambda_client.exceptions.ServiceException) as error:
+    # A 4xx, which boto3 does not retry: the answer comes at once, with what to fix.
+    with pytest.raises(lambda_client.exceptions.ResourceConflictException) as error:
         lambda_client.invoke(FunctionName="broken")
     assert complaint in error.value.response["Error"]["Message"]
     assert "broken/function.json" in error.value.response["Error"]["Message"]
@@ -173,7 +177,53 @@ def test_a_function_linking_outside_the_functions_folder_is_refused(
     (linked / "secret.py").symlink_to(outside / "secret.py")
 
     assert [f["FunctionName"] for f in lambda_client.list_functions()["Functions"]] == ["good"]
-    with pytest.raises(lambda_client.exceptions.ServiceException, match="outside the functions folder"):
+    with pytest.raises(lambda_client.exceptions.ResourceConflictException, match="outside the functions folder"):
         lambda_client.invoke(FunctionName="linked")
-    with pytest.raises(lambda_client.exceptions.ServiceException, match="outside the functions folder"):
+    with pytest.raises(lambda_client.exceptions.ResourceConflictException, match="outside the functions folder"):
         lambda_client.get_function_configuration(FunctionName="linked")
+
+
+def test_a_broken_manifest_is_answered_at_once_not_retried(
+    make_function: FunctionMaker, lambda_client: Any, runtime: Any
+) -> None:
+    broken = make_function("broken", HANDLER)
+    (broken / "function.json").write_text("{not json")
+    retrying = boto3.client(
+        "lambda",
+        endpoint_url=runtime.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=Config(retries={"mode": "standard", "max_attempts": 5}),
+    )
+
+    with pytest.raises(retrying.exceptions.ResourceConflictException) as error:
+        retrying.invoke(FunctionName="broken")
+
+    assert error.value.response["ResponseMetadata"]["RetryAttempts"] == 0
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+
+
+def test_a_folder_with_only_its_handler_is_a_function_with_the_defaults(
+    functions_dir: Path, lambda_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="local_lambda")
+    (functions_dir / "bare").mkdir()
+    (functions_dir / "bare" / "handler.py").write_text("def lambda_handler(event, context):\n    return 'bare'\n")
+    (functions_dir / "notes").mkdir()
+    (functions_dir / "notes" / "README.txt").write_text("not code\n")
+
+    names = [f["FunctionName"] for f in lambda_client.list_functions()["Functions"]]
+    configuration = lambda_client.get_function_configuration(FunctionName="bare")
+    answer = lambda_client.invoke(FunctionName="bare")["Payload"].read()
+
+    assert names == ["bare"]
+    assert (configuration["Handler"], configuration["Timeout"], configuration["MemorySize"]) == (
+        "handler.lambda_handler",
+        3,
+        128,
+    )
+    assert answer == b'"bare"'
+    said = [record.getMessage() for record in caplog.records if "is not a function" in record.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].endswith("notes is not a function: it holds neither function.json nor handler.py")
