@@ -49,6 +49,12 @@ class RequestTooLarge(LambdaApiError):
     kind = "User"
 
 
+class RequestEntityTooLarge(RequestTooLarge):
+    """A synchronous request over 6 MB, refused in front of Lambda with this name (not Lambda's own)."""
+
+    error_type = "RequestEntityTooLargeException"
+
+
 class TooManyRequests(LambdaApiError):
     status = 429
     error_type = "TooManyRequestsException"

@@ -14,7 +14,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from local_lambda.errors import InvalidParameterValue, InvalidRequestContent, RequestTooLarge, TooManyRequests
+from local_lambda.errors import (
+    InvalidParameterValue,
+    InvalidRequestContent,
+    RequestEntityTooLarge,
+    RequestTooLarge,
+    TooManyRequests,
+)
 from local_lambda.logs import RecentLogs
 from local_lambda.manifest import FunctionVersion
 from local_lambda.pool import (
@@ -36,7 +42,8 @@ logger = logging.getLogger(__name__)
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
 MAX_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024
 MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024
-MAX_RESPONSE_BYTES = 6 * 1024 * 1024
+# Lambda's response limit: 6 MB, and the 100 bytes more that AWS lets through.
+MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100
 MAX_CLIENT_CONTEXT_BYTES = 3583
 LOG_RESULT_BYTES = 4096
 # Event invocations wait for a free worker instead of being refused; past this many waiting for one function,
@@ -122,7 +129,9 @@ class LambdaRuntime:
             raise InvalidParameterValue("LogType must be None or Tail")
         limit = MAX_EVENT_PAYLOAD_BYTES if invocation_type == "Event" else MAX_SYNC_PAYLOAD_BYTES
         if len(payload) > limit:
-            raise RequestTooLarge(f"Request must be smaller than {limit} bytes for the Invoke operation")
+            # AWS refuses an oversized synchronous request before Lambda sees it, under another error name.
+            refused = RequestTooLarge if invocation_type == "Event" else RequestEntityTooLarge
+            raise refused(f"Request must be smaller than {limit} bytes for the Invoke operation")
         resolved = self.registry.resolve(function_name, qualifier)
         try:
             json.loads(payload or b"{}")

@@ -342,7 +342,7 @@ def translate_error(error: BaseException, function_name: str, qualifier: str | N
             )
         if code in _NOT_FOUND_CODES:
             return FunctionNotFound(f"function {target!r} was not found: {message}")
-        if code == "RequestTooLargeException":
+        if code in ("RequestTooLargeException", "RequestEntityTooLargeException"):
             return PayloadTooLarge(f"Lambda refused the payload as too large: {message}")
         if code in _BAD_REQUEST_CODES:
             return InvalidRequest(f"Lambda refused the request ({code}): {message}")

@@ -65,7 +65,8 @@ def test_json_nested_too_deeply_is_invalid_request_content(make_function: Functi
 def test_payload_limits_are_lambdas(make_function: FunctionMaker, lambda_client: Any) -> None:
     make_function("sized", RESULT_ONLY)
 
-    with pytest.raises(lambda_client.exceptions.RequestTooLargeException, match=str(SYNC_LIMIT)) as sync_error:
+    # As AWS names them: an oversized synchronous request is refused before Lambda, an oversized event by Lambda.
+    with pytest.raises(ClientError, match=str(SYNC_LIMIT)) as sync_error:
         lambda_client.invoke(FunctionName="sized", Payload=_json_string_of(SYNC_LIMIT + 1))
     with pytest.raises(lambda_client.exceptions.RequestTooLargeException, match=str(EVENT_LIMIT)):
         lambda_client.invoke(FunctionName="sized", InvocationType="Event", Payload=_json_string_of(EVENT_LIMIT + 1))
@@ -75,8 +76,24 @@ def test_payload_limits_are_lambdas(make_function: FunctionMaker, lambda_client:
     at_sync_limit = lambda_client.invoke(FunctionName="sized", Payload=_json_string_of(SYNC_LIMIT))
 
     assert sync_error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+    assert sync_error.value.response["Error"]["Code"] == "RequestEntityTooLargeException"
     assert at_event_limit["StatusCode"] == 202
     assert json.loads(at_sync_limit["Payload"].read()) == SYNC_LIMIT - 2
+
+
+def test_a_response_of_6_mb_and_100_bytes_is_answered_as_aws_does(
+    make_function: FunctionMaker, lambda_client: Any
+) -> None:
+    # A JSON string of 6 MB + 100 bytes with its quotes: AWS's limit, which it reaches exactly.
+    make_function("full", "def lambda_handler(event, context):\n    return 'x' * (6 * 1024 * 1024 + 98)\n")
+    make_function("over", "def lambda_handler(event, context):\n    return 'x' * (6 * 1024 * 1024 + 99)\n")
+
+    full = lambda_client.invoke(FunctionName="full")
+    over = lambda_client.invoke(FunctionName="over")
+
+    assert "FunctionError" not in full
+    assert len(full["Payload"].read()) == 6 * 1024 * 1024 + 100
+    assert over["FunctionError"] == "Unhandled"
 
 
 def test_a_response_over_6_mb_is_a_function_error(make_function: FunctionMaker, lambda_client: Any) -> None:
@@ -134,7 +151,7 @@ def test_a_huge_response_is_refused_before_the_runtime_holds_it(
     assert response["FunctionError"] == "Unhandled"
     assert json.loads(response["Payload"].read()) == {
         "errorMessage": f"Response payload size ({response_size} bytes) exceeded maximum allowed payload size "
-        f"({SYNC_LIMIT} bytes).",
+        f"({SYNC_LIMIT + 100} bytes).",
         "errorType": "Function.ResponseSizeTooLarge",
     }
     assert runtime_peak_kb < 100 * 1024  # far below the response's 200 MB

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from local_lambda import LocalLambdaRuntime
 from local_lambda.http_server import HttpRequest, HttpResponse, HttpServer
@@ -154,10 +155,11 @@ async def test_a_request_that_does_not_arrive_in_time_is_answered_408(
 def test_an_invoke_over_64_mb_is_request_too_large(make_function: FunctionMaker, lambda_client: Any) -> None:
     make_function("echo", "def lambda_handler(event, context):\n    return event\n")
 
-    with pytest.raises(lambda_client.exceptions.RequestTooLargeException) as error:
+    with pytest.raises(ClientError) as error:
         lambda_client.invoke(FunctionName="echo", Payload=b'"' + b"x" * (65 * 1024 * 1024) + b'"')
 
     assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+    assert error.value.response["Error"]["Code"] == "RequestEntityTooLargeException"
 
 
 async def test_a_connection_accepted_as_stop_begins_is_not_served() -> None:
