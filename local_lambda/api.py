@@ -79,6 +79,7 @@ class LambdaApi:
             log_type=request.headers.get("x-amz-log-type"),
             client_context=request.headers.get("x-amz-client-context"),
             request_id=request_id,
+            trace_id=request.headers.get("x-amzn-trace-id"),
         )
         headers = {"Content-Type": "application/json"}
         if result.executed_version is not None:

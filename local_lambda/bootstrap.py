@@ -130,10 +130,18 @@ class LambdaContext:
         client_context = metadata.get("client_context")
         self.client_context = None if client_context is None else ClientContext(json.loads(client_context))
         self._deadline_ms: float = metadata["deadline_ms"]
+        # Lambda's multi-tenant functions name the tenant; an invocation here has none, as on Lambda without it.
+        self.tenant_id: str | None = None
 
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds left before the runtime stops this invocation."""
         return max(0, int(self._deadline_ms - time.time() * 1000))
+
+    @staticmethod
+    def log(message: str) -> None:
+        """Write to the function's log, as Lambda's context.log does (no line break added)."""
+        sys.stdout.write(message)
+        sys.stdout.flush()
 
 
 class InitError(Exception):
@@ -223,6 +231,8 @@ def _memory_used_mb() -> int:
 def _invoke(handler: Handler, metadata: Mapping[str, Any], payload: bytes) -> tuple[dict[str, object], bytes, bool]:
     """Run one invocation: the reply's metadata and body, and whether this worker must exit afterwards."""
     request_id = metadata["request_id"]
+    # Lambda sets it per invocation; the X-Ray SDK and Powertools read it from the environment.
+    os.environ["_X_AMZN_TRACE_ID"] = str(metadata.get("trace_id") or "")
     try:
         context = LambdaContext(metadata)
         event = json.loads(payload) if payload else {}

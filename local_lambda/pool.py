@@ -60,6 +60,7 @@ class InvocationRequest:
     client_context: str | None  # the decoded X-Amz-Client-Context JSON text
     timeout_seconds: float
     max_response_bytes: int  # a longer result is answered Function.ResponseSizeTooLarge by the worker
+    trace_id: str = ""  # the X-Ray trace header, the handler's _X_AMZN_TRACE_ID
 
 
 @dataclass(frozen=True)
@@ -314,6 +315,7 @@ class Worker:
             "invoked_function_arn": request.invoked_function_arn,
             "client_context": request.client_context,
             "deadline_ms": time.time() * 1000 + request.timeout_seconds * 1000,
+            "trace_id": request.trace_id,
             "max_response_bytes": request.max_response_bytes,
         }
         started = time.perf_counter()

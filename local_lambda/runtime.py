@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -54,8 +55,17 @@ IDLE_WORKER_SECONDS = 600.0
 _IDLE_CHECK_SECONDS = 30.0
 # What workers inherit from the runtime's environment: what a handler needs to run and to reach AWS like a
 # Lambda function does (Lambda gives it credentials), but not the gateway's own secrets or settings.
-_INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
-_INHERITED_PREFIX = "AWS_"
+_INHERITED_VARIABLES = ("PATH", "HOME", "LC_ALL", "LC_CTYPE", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+# Endpoints a function may be pointed at (a local DynamoDB, say) pass through; the host's credentials do not.
+_INHERITED_PREFIX = "AWS_ENDPOINT_URL"
+# Lambda's PATH; the host's own folders follow, so that tools a handler runs are still found here.
+LAMBDA_PATH = "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin"
+# What a function's code sees instead of the runtime's credentials, unless its manifest gives its own.
+FUNCTION_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local-function",
+    "AWS_SECRET_ACCESS_KEY": "local-function",
+    "AWS_SESSION_TOKEN": "local-function",
+}
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,8 @@ class LambdaRuntime:
         self._idle_check: asyncio.Task[None] | None = None
         # The last invocations' logs, for FilterLogEvents on /aws/lambda/<name> (see local_lambda/logs.py).
         self.logs = RecentLogs()
+        # host:port of the API, set once it is served (AWS_LAMBDA_RUNTIME_API).
+        self.runtime_api = "127.0.0.1:9001"
 
     async def open(self) -> None:
         """Start retiring idle workers in the background."""
@@ -121,6 +133,7 @@ class LambdaRuntime:
         log_type: str | None = None,
         client_context: str | None = None,
         request_id: str | None = None,
+        trace_id: str | None = None,
     ) -> RuntimeAnswer:
         """Invoke as Lambda does: RequestResponse runs and answers, Event answers 202 and runs, DryRun checks."""
         if invocation_type not in INVOCATION_TYPES:
@@ -139,13 +152,14 @@ class LambdaRuntime:
             raise InvalidRequestContent(f"Could not parse request body into json: {error}") from None
         context_json = _decode_client_context(client_context)
         request_id = request_id or str(uuid.uuid4())
+        trace_id = trace_id or new_trace_id()
         if invocation_type == "DryRun":
             return RuntimeAnswer(204)
         if invocation_type == "Event":
-            self._queue_event(resolved, request_id, payload, context_json)
+            self._queue_event(resolved, request_id, payload, context_json, trace_id)
             return RuntimeAnswer(202)
 
-        outcome = await self._run(resolved, request_id, payload, context_json, wait_for_worker=False)
+        outcome = await self._run(resolved, request_id, payload, context_json, wait_for_worker=False, trace_id=trace_id)
         log_result = None
         if log_type == "Tail":
             log = _lambda_log(request_id, resolved.version, outcome)
@@ -177,6 +191,7 @@ class LambdaRuntime:
         client_context: str | None,
         *,
         wait_for_worker: bool,
+        trace_id: str = "",
     ) -> HandlerOutcome:
         version, manifest = resolved.version, resolved.manifest
         # The code's fingerprint is part of the key, so an edited file sends the next call to a fresh worker
@@ -208,6 +223,7 @@ class LambdaRuntime:
             client_context=client_context,
             timeout_seconds=version.timeout,
             max_response_bytes=MAX_RESPONSE_BYTES,
+            trace_id=trace_id,
         )
         try:
             outcome = await worker.invoke(request)
@@ -222,22 +238,24 @@ class LambdaRuntime:
         return outcome
 
     def _queue_event(
-        self, resolved: ResolvedFunction, request_id: str, payload: bytes, client_context: str | None
+        self, resolved: ResolvedFunction, request_id: str, payload: bytes, client_context: str | None, trace_id: str
     ) -> None:
         name = resolved.manifest.name
         if self._queued_events[name] >= MAX_QUEUED_EVENTS:
             raise TooManyRequests("Rate Exceeded.", reason="ReservedFunctionConcurrentInvocationLimitExceeded")
         self._queued_events[name] += 1
-        task = asyncio.create_task(self._run_event(resolved, request_id, payload, client_context))
+        task = asyncio.create_task(self._run_event(resolved, request_id, payload, client_context, trace_id))
         self._events.add(task)
         task.add_done_callback(self._events.discard)
 
     async def _run_event(
-        self, resolved: ResolvedFunction, request_id: str, payload: bytes, client_context: str | None
+        self, resolved: ResolvedFunction, request_id: str, payload: bytes, client_context: str | None, trace_id: str
     ) -> None:
         name = resolved.manifest.name
         try:
-            outcome = await self._run(resolved, request_id, payload, client_context, wait_for_worker=True)
+            outcome = await self._run(
+                resolved, request_id, payload, client_context, wait_for_worker=True, trace_id=trace_id
+            )
         except Exception:
             logger.exception("Event invocation %s of %s failed", request_id, name)
             return
@@ -253,6 +271,11 @@ class LambdaRuntime:
             for name, value in os.environ.items()
             if name in _INHERITED_VARIABLES or name.startswith(_INHERITED_PREFIX)
         }
+        host_path = [folder for folder in environment.get("PATH", "").split(os.pathsep) if folder]
+        lambda_path = LAMBDA_PATH.split(":")
+        environment["PATH"] = ":".join([*lambda_path, *(folder for folder in host_path if folder not in lambda_path)])
+        environment["LANG"] = "en_US.UTF-8"
+        environment.update(FUNCTION_CREDENTIALS)
         environment.update(version.environment)
         environment.update(
             {
@@ -267,10 +290,17 @@ class LambdaRuntime:
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(version.memory_size),
                 "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
                 "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{version.function_name}",
+                "AWS_LAMBDA_RUNTIME_API": self.runtime_api,
                 "TZ": ":UTC",
             }
         )
         return environment
+
+
+def new_trace_id() -> str:
+    """An X-Ray trace header for an invocation whose caller sent none, as Lambda starts one (not sampled)."""
+    epoch = f"{int(time.time()):08x}"
+    return f"Root=1-{epoch}-{uuid.uuid4().hex[:24]};Parent={uuid.uuid4().hex[:16]};Sampled=0"
 
 
 def _decode_client_context(header: str | None) -> str | None:

@@ -52,6 +52,8 @@ class LocalLambdaRuntime:
         # No operation takes a body over the synchronous payload limit: a longer one is not held in memory.
         server = HttpServer(LambdaApi(self.runtime).handle, max_body_bytes=MAX_SYNC_PAYLOAD_BYTES)
         self.port = await server.start(self.host, self.port)
+        # Functions read it from AWS_LAMBDA_RUNTIME_API, as on Lambda.
+        self.runtime.runtime_api = f"{self.host}:{self.port}"
         self._server = server
         await self.runtime.open()
         logger.info("local Lambda runtime serving %s at %s", self.functions_dir, self.endpoint_url)

@@ -59,9 +59,27 @@ def test_production_runs_three_replicas_on_aws_with_its_database_from_a_secret()
     assert environment["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["optional"] is True
     assert "eks.amazonaws.com/role-arn" in documents["ServiceAccount"]["metadata"]["annotations"]
     assert "DATABASE_URL" not in _settings(documents)
-    job_environment = {item["name"] for item in _container(documents, "Job")["env"]}
-    assert {"DATABASE_URL", "MODULE_SECRET_KEY"} <= job_environment
-    assert _container(documents, "Job")["command"] == ["python", "app.py", "init-db"]
+    assert documents["Deployment"]["spec"]["template"]["spec"]["serviceAccountName"] == "lambda-action"
+
+
+def test_the_init_db_job_needs_only_the_secret_so_it_can_run_before_the_release():
+    documents = _rendered("production")
+    job = documents["Job"]
+    container = _container(documents, "Job")
+    environment = {item["name"]: item for item in container["env"]}
+    secret_keys = {item["valueFrom"]["secretKeyRef"]["key"] for item in environment.values() if "valueFrom" in item}
+
+    assert container["command"] == ["python", "app.py", "init-db"]
+    assert job["metadata"]["annotations"]["argocd.argoproj.io/hook"] == "PreSync"
+    # A pre-sync hook runs before the ConfigMap and the ServiceAccount exist: the Job must not wait on them.
+    assert "envFrom" not in container
+    assert "serviceAccountName" not in job["spec"]["template"]["spec"]
+    assert secret_keys == {"module-secret-key", "database-url"}
+    assert environment["ENVIRONMENT"]["value"] == "production"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert Path(environment["LOG_DIR"]["value"]).is_relative_to(
+        next(mount["mountPath"] for mount in container["volumeMounts"])
+    )
 
 
 def test_dev_runs_one_replica_on_the_embedded_runtime_with_sqlite_on_its_volume():
@@ -84,15 +102,27 @@ def test_the_pod_is_hardened_probed_and_drains_within_its_grace(overlay: str):
     pod = documents["Deployment"]["spec"]["template"]["spec"]
     container = _container(documents)
     settings = load_settings({**_settings(documents), "MODULE_SECRET_KEY": "k" * 64, "DATABASE_URL": ""})
-    pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    [sleep, pause] = container["lifecycle"]["preStop"]["exec"]["command"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    liveness = container["livenessProbe"]["httpGet"]
 
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
-    assert pod["terminationGracePeriodSeconds"] > settings.shutdown_grace_seconds + pause
+    assert sleep == "sleep"
+    assert pod["terminationGracePeriodSeconds"] > (
+        float(pause) + settings.shutdown_delay_seconds + settings.shutdown_grace_seconds
+    )
     assert container["readinessProbe"]["grpc"] == {"port": settings.grpc_port, "service": "lambda_action.LambdaAction"}
-    assert container["livenessProbe"]["httpGet"]["path"].startswith("/health")
-    assert {port["containerPort"] for port in container["ports"]} == {settings.rest_port, settings.grpc_port}
+    assert settings.grpc_port == 50060
+    assert liveness["path"] in ("/health", "/health/live")
+    assert ports.get(liveness["port"], liveness["port"]) == settings.rest_port == 8080
+    assert set(ports.values()) == {settings.rest_port, settings.grpc_port}
+    for amount in ("requests", "limits"):
+        assert set(container["resources"][amount]) == {"cpu", "memory"}
     # Only the journal's volume and /tmp are writable, and the journal is where LOG_SPOOL_DIR points.
     mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
     assert mounts == {"/var/lib/lambda-action", "/tmp"}
