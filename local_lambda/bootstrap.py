@@ -15,6 +15,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import json
+import logging
 import os
 import resource
 import signal
@@ -231,6 +232,8 @@ def _memory_used_mb() -> int:
 def _invoke(handler: Handler, metadata: Mapping[str, Any], payload: bytes) -> tuple[dict[str, object], bytes, bool]:
     """Run one invocation: the reply's metadata and body, and whether this worker must exit afterwards."""
     request_id = metadata["request_id"]
+    global _current_request_id
+    _current_request_id = str(request_id)
     # Lambda sets it per invocation; the X-Ray SDK and Powertools read it from the environment.
     os.environ["_X_AMZN_TRACE_ID"] = str(metadata.get("trace_id") or "")
     try:
@@ -354,6 +357,66 @@ def _peak_resident_kb() -> int:
     return peak_kb if peak_kb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+# The invocation under way, for the log records its handler writes.
+_current_request_id = ""
+# Lambda's level names; WARN and FATAL are Python's WARNING and CRITICAL, TRACE is below DEBUG.
+_LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARN": 30, "ERROR": 40, "FATAL": 50}
+
+
+class _LambdaTextFormatter(logging.Formatter):
+    """`[LEVEL]\t<UTC time>Z\t<request id>\t<message>`, as Lambda's Python runtime writes a record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"[{record.levelname}]\t{_utc_moment(record)}\t{_current_request_id}\t{record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+class _LambdaJsonFormatter(logging.Formatter):
+    """One JSON object per record, with the fields of Lambda's JSON log format."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "timestamp": _utc_moment(record),
+            "level": _lambda_level(record.levelname),
+            "message": record.getMessage(),
+            "logger": record.name,
+            "requestId": _current_request_id,
+        }
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            entry["errorType"] = type(error).__name__
+            entry["errorMessage"] = str(error)
+            entry["stackTrace"] = _stack_trace(error)
+        return json.dumps(entry, default=str)
+
+
+def _utc_moment(record: logging.LogRecord) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+
+
+def _lambda_level(python_name: str) -> str:
+    return {"WARNING": "WARN", "CRITICAL": "FATAL", "Level 5": "TRACE"}.get(python_name, python_name)
+
+
+def _install_logging() -> None:
+    """A handler on the root logger, as Lambda's Python runtime installs one: the documented
+    `logging.getLogger().setLevel(logging.INFO)` then prints; AWS_LAMBDA_LOG_FORMAT and AWS_LAMBDA_LOG_LEVEL
+    (the manifest's logging_config) choose the format and the level."""
+    logging.addLevelName(5, "TRACE")
+    handler = logging.StreamHandler(sys.stdout)
+    json_format = os.environ.get("AWS_LAMBDA_LOG_FORMAT") == "JSON"
+    handler.setFormatter(_LambdaJsonFormatter() if json_format else _LambdaTextFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = os.environ.get("AWS_LAMBDA_LOG_LEVEL")
+    if level in _LEVELS:
+        root.setLevel(_LEVELS[level])
+    elif json_format:
+        root.setLevel(logging.INFO)  # Lambda's default application level in JSON format
+
+
 def main(argv: list[str]) -> int:
     """Load the handler, say ready, then answer invocations until the runtime closes the request pipe."""
     request_fd, reply_fd, memory_size_mb = int(argv[1]), int(argv[2]), int(argv[3])
@@ -366,6 +429,7 @@ def main(argv: list[str]) -> int:
     os.chdir(task_root)
     sys.path.insert(0, task_root)
     _check_bytecode_by_content(task_root)
+    _install_logging()
     started = time.perf_counter()
     peak_limit_kb = _limit_memory(memory_size_mb)
     try:

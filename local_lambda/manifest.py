@@ -50,6 +50,7 @@ _VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,9}")
 _ALIAS_NAME = re.compile(r"(?![0-9]+$)[A-Za-z0-9_-]{1,128}")
 _ENVIRONMENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _VERSION_KEYS = {"code", "handler", "runtime", "timeout", "memory_size", "environment", "description", "role"}
+_VERSION_KEYS |= {"logging_config"}
 _VERSION_KEYS |= {"code_sha256", "last_modified"}
 _MANIFEST_KEYS = (_VERSION_KEYS - {"code", "code_sha256", "last_modified"}) | {"concurrency", "versions", "aliases"}
 
@@ -82,6 +83,9 @@ class FunctionVersion:
     role: str
     published_at: str | None  # LastModified as recorded when the version was published
     excluded: frozenset[str]  # top-level names in code_dir that are not this version's code
+    # Lambda's LoggingConfig: "Text" or "JSON", and the level below which the application's records are dropped.
+    log_format: str = "Text"
+    application_log_level: str | None = None
 
     @property
     def is_latest(self) -> bool:
@@ -133,6 +137,7 @@ def parse_manifest(name: str, path: Path, modified_ns: int) -> FunctionManifest:
         "environment": {},
         "description": "",
         "role": f"arn:aws:iam::{ACCOUNT_ID}:role/{name}-role",
+        "logging_config": {},
     }
     settings = _settings(raw, defaults, f"{path}")
     latest = _version(name, LATEST, directory, settings, None, latest_excluded(raw))
@@ -197,7 +202,13 @@ def _version(
         role=settings["role"],
         published_at=published_at,
         excluded=excluded,
+        log_format=settings["logging_config"].get("log_format", "Text"),
+        application_log_level=settings["logging_config"].get("application_log_level"),
     )
+
+
+_LOGGING_KEYS = {"log_format", "application_log_level", "system_log_level"}
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 
 
 def _is_integer(value: Any) -> bool:
@@ -225,4 +236,19 @@ def _settings(raw: Mapping[str, Any], defaults: Mapping[str, Any], where: str) -
     for key in ("description", "role"):
         if not isinstance(settings[key], str):
             raise ManifestError(f"{where}: {key!r} must be a string")
+    _check_logging_config(settings["logging_config"], where)
     return settings
+
+
+def _check_logging_config(config: Any, where: str) -> None:
+    """Lambda's LoggingConfig, as the manifest spells it: log_format Text or JSON, and the log levels."""
+    if not isinstance(config, dict) or set(config) - _LOGGING_KEYS:
+        raise ManifestError(f"{where}: 'logging_config' must be an object with keys among {sorted(_LOGGING_KEYS)}")
+    if config.get("log_format", "Text") not in ("Text", "JSON"):
+        raise ManifestError(f"{where}: logging_config 'log_format' must be Text or JSON")
+    for key in ("application_log_level", "system_log_level"):
+        if key in config and config[key] not in LOG_LEVELS:
+            raise ManifestError(f"{where}: logging_config {key!r} must be one of {', '.join(LOG_LEVELS)}")
+    if "application_log_level" in config and config.get("log_format", "Text") != "JSON":
+        # As Lambda: log levels need the JSON format.
+        raise ManifestError(f"{where}: logging_config 'application_log_level' needs 'log_format': 'JSON'")

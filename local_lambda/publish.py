@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from local_lambda.code import code_sha256
-from local_lambda.manifest import MANIFEST_FILE, VERSIONS_DIR, ManifestError
+from local_lambda.manifest import MANIFEST_FILE, VERSIONS_DIR, FunctionVersion, ManifestError
 from local_lambda.registry import FunctionRegistry, lambda_timestamp
 
 
@@ -32,6 +32,7 @@ def publish_version(functions_dir: Path | str, function_name: str, description: 
         "environment": dict(latest.environment),
         "description": latest.description if description is None else description,
         "role": latest.role,
+        "logging_config": _logging_config(latest),
     }
     versions: dict[str, Any] = raw.setdefault("versions", {})
     if versions:
@@ -71,3 +72,10 @@ def _not_code(root: Path, excluded: frozenset[str]) -> Callable[[str, list[str]]
         }
 
     return ignore
+
+
+def _logging_config(version: FunctionVersion) -> dict[str, str]:
+    config = {"log_format": version.log_format}
+    if version.application_log_level is not None:
+        config["application_log_level"] = version.application_log_level
+    return config

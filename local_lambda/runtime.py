@@ -204,6 +204,8 @@ class LambdaRuntime:
             version.handler,
             version.memory_size,
             version.environment,
+            version.log_format,
+            version.application_log_level,
         )
         pool = self._pools.get(manifest.name)
         if pool is None:
@@ -277,6 +279,8 @@ class LambdaRuntime:
         environment["LANG"] = "en_US.UTF-8"
         environment.update(FUNCTION_CREDENTIALS)
         environment.update(version.environment)
+        if version.application_log_level is not None:
+            environment["AWS_LAMBDA_LOG_LEVEL"] = version.application_log_level
         environment.update(
             {
                 "_HANDLER": version.handler,
@@ -291,6 +295,7 @@ class LambdaRuntime:
                 "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
                 "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{version.function_name}",
                 "AWS_LAMBDA_RUNTIME_API": self.runtime_api,
+                "AWS_LAMBDA_LOG_FORMAT": version.log_format,
                 "TZ": ":UTC",
             }
         )

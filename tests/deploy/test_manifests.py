@@ -47,6 +47,18 @@ def test_strict_validation_refuses_an_unknown_field():
         validate("production", [broken])
 
 
+def test_strict_validation_refuses_an_unknown_kind():
+    with pytest.raises(CheckFailed, match="Couldn't find schema"):
+        validate("production", [{"apiVersion": "apps/v1", "kind": "Deploymnet", "metadata": {"name": "x"}}])
+
+
+def test_rendering_without_kubectl_says_what_to_install(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PATH", "")
+
+    with pytest.raises(CheckFailed, match="kubernetes-client"):
+        render("dev")
+
+
 def test_production_runs_three_replicas_on_aws_with_its_database_from_a_secret():
     documents = _rendered("production")
     environment = {item["name"]: item for item in _container(documents)["env"]}
