@@ -42,6 +42,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 import aiohttp  # noqa: E402
 import grpc  # noqa: E402
 import psycopg2  # noqa: E402
+from database_outage import _wait_drained  # noqa: E402
 from gateway_compare.children import Child, child_environment, free_ports, spawn, wait_for_http  # noqa: E402
 from gateway_compare.servers import DUMMY_AWS, ECHO, write_functions  # noqa: E402
 
@@ -157,7 +158,7 @@ def main() -> int:
         journaled = _journaled_ids(stopped.spool)
         recorded_at_exit = set(_rows(database_url))
         left_in_journal = sorted(journaled - recorded_at_exit)
-        shipped = all(_drained(instance) for instance in instances[:-1])
+        shipped = all(_wait_drained(instance.rest_port, 30.0) for instance in instances[:-1])
         rows = _rows(database_url)
     finally:
         if balancer is not None:
@@ -455,16 +456,6 @@ def _module_code(text: str) -> str | None:
     except ValueError:
         return None
     return body.get("code") if isinstance(body, dict) else None
-
-
-def _drained(instance: Instance, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{instance.rest_url}/health", timeout=5) as response:
-            if json.load(response)["journal"]["unshipped_bytes"] == 0:
-                return True
-        time.sleep(0.2)
-    return False
 
 
 def _journaled_ids(spool: Path) -> set[str]:
