@@ -96,7 +96,7 @@ async def build_services(
     history = InvocationHistory(
         database,
         lambda_backend=settings.lambda_backend,
-        read_logs=_log_reader(settings, service.endpoint_url),
+        read_logs=_log_reader(settings, service),
         retention_days=settings.log_retention_days,
     )
     history.start()
@@ -114,11 +114,12 @@ async def build_services(
     )
 
 
-def _log_reader(settings: Settings, lambda_endpoint: str) -> LogReader | None:
+def _log_reader(settings: Settings, service: LambdaService) -> LogReader | None:
     """Where the history reads an invocation's log lines: the embedded runtime (which serves FilterLogEvents for
-    its recent invocations), CloudWatch Logs with FETCH_FUNCTION_LOGS=true, else nowhere (the log's place is shown)."""
+    its recent invocations, at the Lambda client's endpoint), CloudWatch Logs with FETCH_FUNCTION_LOGS=true, else
+    nowhere (the log's place is shown)."""
     if settings.lambda_backend == "local":
-        return cloudwatch_log_reader(settings, endpoint_url=lambda_endpoint)
+        return cloudwatch_log_reader(settings, endpoint_url=service.endpoint_url)
     return cloudwatch_log_reader(settings) if settings.fetch_function_logs else None
 
 
