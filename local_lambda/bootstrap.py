@@ -214,7 +214,12 @@ def _stack_trace(error: BaseException) -> list[str]:
     user_frames = [frame for frame in frames if os.path.abspath(frame.filename) != worker_file]
     # Import machinery frames add nothing for the user either.
     user_frames = [frame for frame in user_frames if not frame.filename.startswith("<frozen ")]
-    return traceback.format_list(user_frames)
+    # Written out rather than by traceback.format_list, which adds Python 3.11's ^^^ lines; Lambda's have none.
+    return [
+        f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}\n'
+        + (f"    {frame.line}\n" if frame.line else "")
+        for frame in user_frames
+    ]
 
 
 def _decimal_to_json(value: object) -> object:
@@ -248,7 +253,8 @@ def _invoke(handler: Handler, metadata: Mapping[str, Any], payload: bytes) -> tu
     except Exception as error:
         return _unhandled(request_id, error)
     try:
-        encoded = json.dumps(result, default=_decimal_to_json).encode()
+        # From python3.12 on, Lambda answers non-ASCII text as UTF-8 rather than \u escapes.
+        encoded = json.dumps(result, default=_decimal_to_json, ensure_ascii=not _UTF8_ANSWERS).encode()
     except MemoryError:
         del result
         return _out_of_memory(request_id)
@@ -283,15 +289,16 @@ def _clear_frames(trace: types.TracebackType | None) -> None:
 
 def _unhandled(request_id: str, error: Exception) -> tuple[dict[str, object], bytes, bool]:
     """The reply for a handler that raised: Lambda's error object, also written to the log as Lambda does."""
-    import traceback
-
+    stack_trace = _stack_trace(error)
     body = {
         "errorMessage": str(error),
         "errorType": type(error).__name__,
         "requestId": request_id,
-        "stackTrace": _stack_trace(error),
+        "stackTrace": stack_trace,
     }
-    print(f"[ERROR] {type(error).__name__}: {error}\n{''.join(traceback.format_exception(error))}", file=sys.stderr)
+    # Lambda's form: the error's line, then the user's frames only (no runtime frame, no ^^^ lines).
+    print(f"[ERROR] {type(error).__name__}: {error}", file=sys.stderr)
+    print("Traceback (most recent call last):\n" + "".join(stack_trace), end="", file=sys.stderr)
     return {"kind": "error", "memory_used_mb": _memory_used_mb()}, json.dumps(body).encode(), False
 
 
@@ -357,6 +364,11 @@ def _peak_resident_kb() -> int:
     return peak_kb if peak_kb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+_UTF8_ANSWERS = os.environ.get("AWS_EXECUTION_ENV", "") not in (
+    "AWS_Lambda_python3.9",
+    "AWS_Lambda_python3.10",
+    "AWS_Lambda_python3.11",
+)
 # The invocation under way, for the log records its handler writes.
 _current_request_id = ""
 # Lambda's level names; WARN and FATAL are Python's WARNING and CRITICAL, TRACE is below DEBUG.
