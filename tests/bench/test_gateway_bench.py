@@ -13,24 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench.processes import processes_with
+
 ROOT = Path(__file__).resolve().parents[2]
 PEER = ROOT.parent / "shared" / "peer" / "lambda_action_module"
 SMOKE_TIMEOUT_SECONDS = 240
-
-
-def _processes_with(variable: bytes) -> list[int]:
-    """Pids of the processes whose environment holds `variable` (NAME=value)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environment = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if variable in environment:
-            found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture
@@ -90,5 +77,5 @@ def test_a_smoke_run_measures_every_path_and_leaves_nothing_running(smoke_run):
     assert "this module, gRPC" in done.stdout
     assert "module gRPC / minimal gateway" in done.stdout
     # Every child it started (runtime, module, gateways) ended with it, and its scratch folder is gone.
-    assert _processes_with(f"TMPDIR={scratch}".encode()) == []
+    assert processes_with(f"TMPDIR={scratch}".encode()) == []
     assert list(scratch.iterdir()) == []

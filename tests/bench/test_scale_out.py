@@ -1,0 +1,60 @@
+"""`make scale-test` keeps working: a short run of bench/scale_out.py passes and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from tests.bench.processes import processes_with
+from tests.conftest import POSTGRES_URL
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE_TIMEOUT_SECONDS = 90
+
+
+def _haproxy() -> str | None:
+    return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+
+
+@pytest.mark.skipif(
+    _haproxy() is None, reason="HAProxy is not installed: apt-get install haproxy (make system-packages)"
+)
+@pytest.mark.skipif(POSTGRES_URL is None, reason="TEST_DATABASE_URL is not set: the scale-out test needs PostgreSQL")
+def test_a_short_scale_out_run_passes_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    assert POSTGRES_URL is not None
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    figures = tmp_path / "figures.json"
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "BENCH_"))}
+    environment["TMPDIR"] = str(scratch)
+    command = [sys.executable, "bench/scale_out.py", "--database-url", POSTGRES_URL, "--seconds", "1.5"]
+    done = subprocess.run(
+        [*command, "--callers", "2", "--json", str(figures)],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_SECONDS,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "scale-out test: passed" in done.stdout
+    assert '"problems": []' in figures.read_text()
+    # Every child (runtime, instances, HAProxy) ended with it, its scratch folder is gone, and so is its database.
+    assert processes_with(f"TMPDIR={scratch}".encode()) == []
+    assert list(scratch.iterdir()) == []
+    connection = psycopg2.connect(POSTGRES_URL)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE 'lambda_action_scale_test%%'")
+            admin_database = urllib.parse.urlsplit(POSTGRES_URL).path.lstrip("/")
+            assert (f"lambda_action_scale_test_{admin_database}",) not in cursor.fetchall()
+    finally:
+        connection.close()
