@@ -9,7 +9,7 @@ from typing import Any
 from proto import lambda_action_pb2 as pb
 from services.domain import FunctionInfo, InvokeRequest, InvokeResult, invocation_type_of
 from services.errors import InvalidRequest, ServiceError
-from services.history import FunctionStats, HistoryFilter, InvocationDetail, StatsReport, parse_instant
+from services.history import FunctionStats, HistoryFilter, InvocationDetail, StatsReport, parse_instant, utc_text
 from services.json_rules import parse_json
 from services.lambda_service import encode_client_context
 
@@ -180,7 +180,7 @@ def _function_stats(stats: FunctionStats) -> pb.FunctionStats:
 
 
 def _instant(moment: datetime | None) -> str:
-    return moment.isoformat() + "Z" if moment is not None else ""
+    return utc_text(moment) or ""
 
 
 def _int32(value: int) -> int:

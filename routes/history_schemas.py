@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -19,6 +18,7 @@ from services.history import (
     InvocationPage,
     StatsReport,
     parse_instant,
+    utc_text,
 )
 
 _INSTANT: dict[str, Any] = {
@@ -141,15 +141,10 @@ class StatsReply(BaseModel):
     totals: FunctionStatsItem
 
 
-def instant(moment: datetime | None) -> str | None:
-    """A recorded UTC instant as ISO 8601 with its Z."""
-    return None if moment is None else moment.isoformat() + "Z"
-
-
 def _item_fields(record: dict[str, Any]) -> dict[str, Any]:
     fields = {name: record.get(name) for name in InvocationItem.model_fields}
-    fields["invoked_at"] = instant(record["invoked_at"])
-    fields["completed_at"] = instant(record.get("completed_at"))
+    fields["invoked_at"] = utc_text(record["invoked_at"])
+    fields["completed_at"] = utc_text(record.get("completed_at"))
     return fields
 
 
@@ -184,8 +179,8 @@ def invocation_detail(detail: InvocationDetail) -> InvocationDetailReply:
 def stats_reply(report: StatsReport) -> StatsReply:
     """The reply for the statistics of a period."""
     return StatsReply(
-        since=instant(report.since) or "",
-        until=instant(report.until) or "",
+        since=utc_text(report.since) or "",
+        until=utc_text(report.until) or "",
         functions=[_stats_item(stats) for stats in report.functions],
         totals=_stats_item(report.totals),
     )

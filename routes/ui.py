@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quart import Blueprint, Response, send_from_directory
+from quart import Blueprint, Response, abort, send_from_directory
 from quart.typing import ResponseReturnValue
 from quart_schema import hide
 
@@ -37,7 +37,7 @@ async def page() -> ResponseReturnValue:
 async def asset(name: str) -> ResponseReturnValue:
     """The page's script and style sheet (nothing else of the folder)."""
     if name not in _ASSETS:
-        return {"success": False, "error": "no such file of the page", "code": "NotFound"}, 404
+        abort(404)  # answered in the one error shape by routes/errors.py
     response: Response = await send_from_directory(STATIC, name)
     return _hardened(response)
 

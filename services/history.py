@@ -299,6 +299,11 @@ def check_history_filter(which: HistoryFilter) -> None:
         raise InvalidRequest(f"transport must be one of {', '.join(TRANSPORTS)}")
 
 
+def utc_text(moment: datetime | None) -> str | None:
+    """A recorded instant (naive UTC) as RFC 3339 with its Z, as both transports show it."""
+    return None if moment is None else moment.isoformat() + "Z"
+
+
 def parse_instant(text: str, name: str) -> datetime:
     """An RFC 3339 instant (`2026-12-01T10:00:00Z`, or with an offset such as +02:00) as naive UTC."""
     if not _RFC3339.fullmatch(text):

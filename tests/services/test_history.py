@@ -3,7 +3,6 @@ fixtures, log locations and retention."""
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -367,7 +366,3 @@ def test_anything_else_is_invalid_and_named(text: str):
         parse_instant(text, "since")
 
     assert "since" in raised.value.message
-
-
-def test_a_filter_is_a_plain_value():
-    assert dataclasses.replace(HistoryFilter(), success=True).success is True
