@@ -16,6 +16,7 @@ from pathlib import Path
 from local_lambda.errors import LambdaApiError
 from local_lambda.publish import publish_version
 from local_lambda.server import LocalLambdaRuntime
+from local_lambda.settings import SettingsError, runtime_settings
 
 logger = logging.getLogger("local_lambda")
 
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         return _publish(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m local_lambda",
-        description="Serve the Lambda API for the Python functions in a folder.",
+        description="Serve the Lambda API for the Python functions in a folder. Settings from the environment: "
+        "LOCAL_LAMBDA_MAX_CONCURRENCY, LOCAL_LAMBDA_EVENT_RETRY_DELAYS, LOCAL_LAMBDA_DEAD_LETTER_DIR (see README).",
         epilog="python -m local_lambda publish NAME publishes a function's current code as its next version.",
     )
     parser.add_argument("--functions-dir", type=Path, default=Path("functions"), help="default: ./functions")
@@ -43,7 +45,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    runtime = LocalLambdaRuntime(args.functions_dir, args.host, args.port, args.region)
+    try:
+        settings = runtime_settings(os.environ)
+    except SettingsError as error:
+        logger.error("%s", error)
+        return 2
+    logger.info(
+        "at most %d calls at once across unreserved functions; failed Event invocations retried after %s s, "
+        "then written to %s",
+        settings.max_concurrency,
+        " and ".join(f"{delay:g}" for delay in settings.event_retry_delays),
+        settings.dead_letter_dir,
+    )
+    runtime = LocalLambdaRuntime(args.functions_dir, args.host, args.port, args.region, settings)
     try:
         await runtime.start()
     except OSError as error:

@@ -31,6 +31,20 @@ class ResourceNotFound(LambdaApiError):
     kind = "User"
 
 
+class ResourceConflict(LambdaApiError):
+    status = 409
+    error_type = "ResourceConflictException"
+    kind = "User"
+
+
+class PreconditionFailed(LambdaApiError):
+    """A RevisionId that is no longer the resource's: it changed since the caller read it."""
+
+    status = 412
+    error_type = "PreconditionFailedException"
+    kind = "User"
+
+
 class InvalidRequestContent(LambdaApiError):
     status = 400
     error_type = "InvalidRequestContentException"

@@ -12,27 +12,38 @@ One sub-folder per function, named as the function, holding its code and a `func
       "concurrency": 4,
       "description": "Answers chat commands",
       "environment": {"BOT_NAME": "WaddleBot"},
+      "event_invoke_config": {"maximum_retry_attempts": 2, "maximum_event_age_in_seconds": 21600},
       "versions": {"1": {"code": "versions/1", "handler": "handler.lambda_handler", ...}},
-      "aliases": {"live": "1"}
+      "aliases": {"live": "1", "beta": {"version": "$LATEST", "description": "what testers call"}}
     }
 
 Every key is optional. `$LATEST` runs the folder's code with the top-level settings. A published version runs
 the copy of the code in its `code` folder (default `versions/N`) with the settings its entry records, falling
-back to the top-level ones for those it leaves out (`python -m local_lambda publish NAME` records them all, so
-later edits to the manifest do not change the version). An alias names a version or `$LATEST`.
+back to the top-level ones for those it leaves out (`python -m local_lambda publish NAME` and the PublishVersion
+API record them all, so later edits to the manifest do not change the version). An alias names a version or
+`$LATEST`, alone or with a description. `concurrency` is the function's reserved concurrency (Lambda's
+ReservedConcurrentExecutions): without it the function shares the runtime-wide pool, as an unreserved function
+shares the account's. `event_invoke_config` is how Event invocations that fail are retried (Lambda's
+MaximumRetryAttempts and MaximumEventAgeInSeconds), for every version of the function.
+
+The runtime's own writes (PublishVersion, CreateAlias, UpdateAlias) replace the manifest whole, under a lock on the
+function's folder, so that it is never read half-written and two writers never lose each other's change.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import re
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from local_lambda.errors import LambdaApiError
+from local_lambda.errors import ResourceConflict
 
 MANIFEST_FILE = "function.json"
 VERSIONS_DIR = "versions"
@@ -44,27 +55,30 @@ DEFAULT_HANDLER_FILE = DEFAULT_HANDLER.split(".")[0] + ".py"
 DEFAULT_RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
 DEFAULT_TIMEOUT_SECONDS = 3
 DEFAULT_MEMORY_SIZE_MB = 128
-DEFAULT_CONCURRENCY = 4
+MAX_RESERVED_CONCURRENCY = 1000
+# Lambda's defaults and bounds for retrying a failed Event invocation (FunctionEventInvokeConfig).
+DEFAULT_MAXIMUM_RETRY_ATTEMPTS = 2
+DEFAULT_MAXIMUM_EVENT_AGE_SECONDS = 21600
+MINIMUM_EVENT_AGE_SECONDS = 60
 FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,9}")
-_ALIAS_NAME = re.compile(r"(?![0-9]+$)[A-Za-z0-9_-]{1,128}")
+ALIAS_NAME = re.compile(r"(?![0-9]+$)[A-Za-z0-9_-]{1,128}")
 _ENVIRONMENT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _VERSION_KEYS = {"code", "handler", "runtime", "timeout", "memory_size", "environment", "description", "role"}
 _VERSION_KEYS |= {"logging_config"}
 _VERSION_KEYS |= {"code_sha256", "last_modified"}
 _MANIFEST_KEYS = (_VERSION_KEYS - {"code", "code_sha256", "last_modified"}) | {"concurrency", "versions", "aliases"}
+_MANIFEST_KEYS |= {"event_invoke_config"}
+_EVENT_INVOKE_KEYS = {"maximum_retry_attempts", "maximum_event_age_in_seconds"}
+_ALIAS_KEYS = {"version", "description"}
 
 
-class ManifestError(LambdaApiError):
+class ManifestError(ResourceConflict):
     """A function's manifest cannot be used; the message names the file and what to fix.
 
     A 409 ResourceConflictException, as Lambda answers for a function it cannot run as it stands: clients do not
     retry it (a 5xx would make boto3 and the AWS CLI try four more times over six seconds for nothing).
     """
-
-    status = 409
-    error_type = "ResourceConflictException"
-    kind = "User"
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,7 @@ class FunctionVersion:
     # Lambda's LoggingConfig: "Text" or "JSON", and the level below which the application's records are dropped.
     log_format: str = "Text"
     application_log_level: str | None = None
+    system_log_level: str | None = None
 
     @property
     def is_latest(self) -> bool:
@@ -98,11 +113,15 @@ class FunctionManifest:
 
     name: str
     directory: Path
-    concurrency: int
+    reserved_concurrency: int | None  # None: the function shares the runtime-wide pool
     latest: FunctionVersion
     versions: Mapping[str, FunctionVersion]
-    aliases: Mapping[str, str]
+    aliases: Mapping[str, str]  # alias name -> the version it names
     modified_ns: int
+    alias_descriptions: Mapping[str, str] = field(default_factory=dict)
+    maximum_retry_attempts: int = DEFAULT_MAXIMUM_RETRY_ATTEMPTS
+    maximum_event_age_seconds: int = DEFAULT_MAXIMUM_EVENT_AGE_SECONDS
+    event_invoke_configured: bool = False  # whether the manifest sets them (GetFunctionEventInvokeConfig)
 
 
 def latest_excluded(manifest_raw: Mapping[str, Any]) -> frozenset[str]:
@@ -169,16 +188,97 @@ def parse_manifest(name: str, path: Path, modified_ns: int) -> FunctionManifest:
     aliases_raw = raw.get("aliases", {})
     if not isinstance(aliases_raw, dict):
         raise ManifestError(f"{path}: 'aliases' must be an object of alias name -> version")
-    for alias, target in aliases_raw.items():
-        if not _ALIAS_NAME.fullmatch(alias):
+    aliases: dict[str, str] = {}
+    alias_descriptions: dict[str, str] = {}
+    for alias, entry in aliases_raw.items():
+        if not ALIAS_NAME.fullmatch(alias):
             raise ManifestError(f"{path}: alias {alias!r} must be letters, digits, - or _, and not only digits")
+        target, description = entry, ""
+        if isinstance(entry, dict):
+            if set(entry) - _ALIAS_KEYS or not isinstance(entry.get("description", ""), str):
+                raise ManifestError(
+                    f'{path}: alias {alias!r} must be a version, or an object such as {{"version": "1", '
+                    '"description": "..."}'
+                )
+            target, description = entry.get("version"), entry.get("description", "")
         if not isinstance(target, str) or (target != LATEST and target not in versions):
             raise ManifestError(f"{path}: alias {alias!r} points at {target!r}, which is not a version")
+        aliases[alias] = target
+        if description:
+            alias_descriptions[alias] = description
 
-    concurrency = raw.get("concurrency", DEFAULT_CONCURRENCY)
-    if not _is_integer(concurrency) or not 1 <= concurrency <= 1000:
-        raise ManifestError(f"{path}: 'concurrency' must be a whole number from 1 to 1000")
-    return FunctionManifest(name, directory, concurrency, latest, versions, dict(aliases_raw), modified_ns)
+    reserved = raw.get("concurrency")
+    if reserved is not None and (not _is_integer(reserved) or not 0 <= reserved <= MAX_RESERVED_CONCURRENCY):
+        raise ManifestError(
+            f"{path}: 'concurrency' (the function's reserved concurrency) must be a whole number from 0 to "
+            f"{MAX_RESERVED_CONCURRENCY}, or left out for none"
+        )
+    retry_attempts, event_age = _event_invoke_config(raw.get("event_invoke_config", {}), f"{path}")
+    return FunctionManifest(
+        name,
+        directory,
+        reserved,
+        latest,
+        versions,
+        aliases,
+        modified_ns,
+        alias_descriptions=alias_descriptions,
+        maximum_retry_attempts=retry_attempts,
+        maximum_event_age_seconds=event_age,
+        event_invoke_configured="event_invoke_config" in raw,
+    )
+
+
+def _event_invoke_config(config: Any, where: str) -> tuple[int, int]:
+    """Lambda's MaximumRetryAttempts and MaximumEventAgeInSeconds, as the manifest spells them, checked."""
+    if not isinstance(config, dict) or set(config) - _EVENT_INVOKE_KEYS:
+        raise ManifestError(
+            f"{where}: 'event_invoke_config' must be an object with keys among {sorted(_EVENT_INVOKE_KEYS)}"
+        )
+    attempts = config.get("maximum_retry_attempts", DEFAULT_MAXIMUM_RETRY_ATTEMPTS)
+    if not _is_integer(attempts) or not 0 <= attempts <= DEFAULT_MAXIMUM_RETRY_ATTEMPTS:
+        raise ManifestError(
+            f"{where}: event_invoke_config 'maximum_retry_attempts' must be 0, 1 or 2 (retries after a failed "
+            "Event invocation)"
+        )
+    age = config.get("maximum_event_age_in_seconds", DEFAULT_MAXIMUM_EVENT_AGE_SECONDS)
+    if not _is_integer(age) or not MINIMUM_EVENT_AGE_SECONDS <= age <= DEFAULT_MAXIMUM_EVENT_AGE_SECONDS:
+        raise ManifestError(
+            f"{where}: event_invoke_config 'maximum_event_age_in_seconds' must be a whole number of seconds from "
+            f"{MINIMUM_EVENT_AGE_SECONDS} to {DEFAULT_MAXIMUM_EVENT_AGE_SECONDS}"
+        )
+    return attempts, age
+
+
+def read_manifest_object(path: Path) -> dict[str, Any]:
+    """A manifest file as the JSON object it holds (an empty one when the folder has none), to edit and write."""
+    if not path.exists():
+        return {}
+    raw = json.loads(path.read_bytes())
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: must hold a JSON object")
+    return raw
+
+
+def write_manifest(path: Path, raw: Mapping[str, Any]) -> None:
+    """Replace a manifest whole: written beside it, then renamed over it, so no reader sees it half-written."""
+    staged = path.with_name(f".{path.name}.{os.getpid()}.writing")
+    staged.write_text(json.dumps(raw, indent=2) + "\n")
+    os.replace(staged, path)
+
+
+@contextlib.contextmanager
+def manifest_lock(directory: Path) -> Iterator[None]:
+    """Hold the function folder's lock while its manifest is read, changed and written.
+
+    An flock on the folder: it excludes other threads and other processes (`python -m local_lambda publish`) alike.
+    """
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
 
 
 def _version(
@@ -204,6 +304,7 @@ def _version(
         excluded=excluded,
         log_format=settings["logging_config"].get("log_format", "Text"),
         application_log_level=settings["logging_config"].get("application_log_level"),
+        system_log_level=settings["logging_config"].get("system_log_level"),
     )
 
 

@@ -458,7 +458,6 @@ class WorkerPool:
         self._idle: list[Worker] = []  # least recently used first
         self._busy: set[Worker] = set()
         self._stopping: set[asyncio.Task[None]] = set()
-        self._slot_freed = asyncio.Event()
 
     @property
     def workers(self) -> list[Worker]:
@@ -489,17 +488,6 @@ class WorkerPool:
         self._busy.add(worker)
         return worker
 
-    async def acquire_waiting(
-        self, key: WorkerKey, version: FunctionVersion, environment: Callable[[], dict[str, str]], concurrency: int
-    ) -> Worker:
-        """Like `acquire`, but wait for a worker to be free rather than refuse (for Event invocations)."""
-        while True:
-            try:
-                return self.acquire(key, version, environment, concurrency)
-            except TooManyRequests:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
-
     def release(self, worker: Worker) -> None:
         """Give a worker back after an invocation: kept warm if it can go on, retired if not."""
         self._busy.discard(worker)
@@ -508,7 +496,6 @@ class WorkerPool:
             self._idle.append(worker)
         else:
             self._retire(worker)
-        self._slot_freed.set()
 
     def retire_idle(self, idle_seconds: float) -> None:
         """Retire the workers idle for longer than `idle_seconds`, as Lambda reclaims unused sandboxes."""
@@ -531,4 +518,3 @@ class WorkerPool:
             worker.kill()  # busy ones too: nothing waits for their answers any more
         stops = [asyncio.create_task(worker.stop()) for worker in workers]
         await asyncio.gather(*stops, *self._stopping, return_exceptions=True)
-        self._slot_freed.set()

@@ -1,23 +1,7 @@
 """The functions folder: which functions exist, what a name and qualifier select, and what Lambda reports of them.
 
-One sub-folder per function, named as the function, holding its code and a `function.json` manifest:
-
-    {
-      "handler": "handler.lambda_handler",
-      "runtime": "python3.11",
-      "timeout": 3,
-      "memory_size": 128,
-      "concurrency": 4,
-      "description": "Answers chat commands",
-      "environment": {"BOT_NAME": "WaddleBot"},
-      "versions": {"1": {"code": "versions/1", "handler": "handler.lambda_handler", ...}},
-      "aliases": {"live": "1"}
-    }
-
-Every key is optional. `$LATEST` runs the folder's code with the top-level settings. A published version runs
-the copy of the code in its `code` folder (default `versions/N`) with the settings its entry records, falling
-back to the top-level ones for those it leaves out (`python -m local_lambda publish NAME` records them all, so
-later edits to the manifest do not change the version). An alias names a version or `$LATEST`.
+One sub-folder per function, named as the function, holding its code and a `function.json` manifest (see
+`local_lambda.manifest` for what it holds).
 
 Everything is read from disk when asked and cached by modification time, so new folders, edited manifests
 and edited code are seen without a restart. Symbolic links are followed only where they stay inside the
@@ -64,6 +48,10 @@ MAX_LIST_PAGE = 50  # ListFunctions answers at most this many per page, whatever
 _SLOW_SCAN_SECONDS = 0.002
 _SLOW_SCAN_REUSE_SECONDS = 1.0
 
+# Every unreserved call needs the folder's total reservation; it is counted again after this long, so that a
+# reservation added to a manifest counts within a second without a folder scan at every call.
+_RESERVED_TOTAL_REUSE_SECONDS = 1.0
+
 _ARCHITECTURE = "arm64" if platform.machine().lower() in ("arm64", "aarch64") else "x86_64"
 
 
@@ -86,6 +74,9 @@ class FunctionConfiguration:
     environment: dict[str, str]
     revision_id: str
     architecture: str
+    log_format: str = "Text"
+    application_log_level: str | None = None
+    system_log_level: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +120,14 @@ def split_function_name(raw: str) -> tuple[str, str | None]:
     raise InvalidParameterValue(f"1 validation error detected: Value '{raw}' at 'functionName' is not a valid name")
 
 
+def unqualified_name(name_or_arn: str) -> str:
+    """The bare name for an operation on the function itself, which takes no qualifier (aliases, versions)."""
+    name, qualifier = split_function_name(name_or_arn)
+    if qualifier is not None:
+        raise InvalidParameterValue(f"Unsupported qualifier {qualifier!r} in function name: give the function alone")
+    return name
+
+
 class FunctionRegistry:
     """The functions in a folder, read from disk on demand and cached by modification time."""
 
@@ -142,6 +141,7 @@ class FunctionRegistry:
         self._slow_latest_snapshots: dict[Path, tuple[CodeSnapshot, float]] = {}  # snapshot, when scanned
         self._digests: dict[tuple[Path, str], str] = {}
         self._broken_manifests_reported: set[tuple[str, str]] = set()
+        self._reserved_total: tuple[int, float] | None = None  # the total, when it was counted
         self._not_functions_reported: set[str] = set()
 
     # -- reading manifests -----------------------------------------------------------------------------
@@ -273,7 +273,43 @@ class FunctionRegistry:
             environment=dict(version.environment),
             revision_id=str(uuid.UUID(bytes=revision)),
             architecture=_ARCHITECTURE,
+            log_format=version.log_format,
+            application_log_level=version.application_log_level,
+            system_log_level=version.system_log_level,
         )
+
+    def list_versions(
+        self, name_or_arn: str, max_items: int | None = None, marker: str | None = None
+    ) -> FunctionListing:
+        """One page of a function's versions, $LATEST first then by number (ListVersionsByFunction)."""
+        name = unqualified_name(name_or_arn)
+        manifest = self.load(name)
+        page_size = MAX_LIST_PAGE if max_items is None else min(max_items, MAX_LIST_PAGE)
+        after = _decode_marker(marker) if marker else None
+        entries = [(-1, LATEST), *sorted((int(number), number) for number in manifest.versions)]
+        remaining = [(order, qualifier) for order, qualifier in entries if after is None or (name, order) > after]
+        page = remaining[:page_size]
+        configurations = []
+        for _, qualifier in page:
+            version = manifest.latest if qualifier == LATEST else manifest.versions[qualifier]
+            # Each with its qualified ARN, $LATEST's too, as Lambda lists them.
+            configurations.append(self.configuration(ResolvedFunction(manifest, version, qualifier)))
+        more = len(remaining) > len(page)
+        return FunctionListing(configurations, _encode_marker((name, page[-1][0])) if more and page else None)
+
+    def reserved_concurrency_total(self) -> int:
+        """The concurrency the folder's functions reserve between them, read again at most once a second."""
+        now = time.monotonic()
+        if self._reserved_total is not None and now - self._reserved_total[1] < _RESERVED_TOTAL_REUSE_SECONDS:
+            return self._reserved_total[0]
+        total = 0
+        for name in self.function_names():
+            try:
+                total += self.load(name).reserved_concurrency or 0
+            except (ResourceNotFound, ManifestError):  # removed since listed, or broken: it reserves nothing
+                continue
+        self._reserved_total = (total, now)
+        return total
 
     def list_functions(
         self, max_items: int | None = None, marker: str | None = None, all_versions: bool = False

@@ -11,32 +11,36 @@ import math
 import os
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from local_lambda.concurrency import ConcurrencyLimits
 from local_lambda.errors import (
     InvalidParameterValue,
     InvalidRequestContent,
     RequestEntityTooLarge,
     RequestTooLarge,
-    TooManyRequests,
+    ResourceNotFound,
 )
+from local_lambda.events import EventInvokeConfig, EventQueue
 from local_lambda.logs import RecentLogs
-from local_lambda.manifest import FunctionVersion
+from local_lambda.manifest import LATEST, FunctionVersion
 from local_lambda.pool import (
     WORKER_SCRIPT,
     HandlerOutcome,
     InvocationRequest,
     WorkerPool,
 )
+from local_lambda.publish import publish_latest
 from local_lambda.registry import (
     FunctionConfiguration,
     FunctionListing,
     FunctionRegistry,
     ResolvedFunction,
     function_arn,
+    unqualified_name,
 )
+from local_lambda.settings import RuntimeSettings, runtime_settings
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +51,6 @@ MAX_EVENT_PAYLOAD_BYTES = 1024 * 1024
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024 + 100
 MAX_CLIENT_CONTEXT_BYTES = 3583
 LOG_RESULT_BYTES = 4096
-# Event invocations wait for a free worker instead of being refused; past this many waiting for one function,
-# new ones are refused, so that a stuck function cannot make the runtime hold payloads without end.
-MAX_QUEUED_EVENTS = 1000
 # Lambda reclaims sandboxes left unused for a while; idle workers are retired after this long.
 IDLE_WORKER_SECONDS = 600.0
 _IDLE_CHECK_SECONDS = 30.0
@@ -66,6 +67,15 @@ FUNCTION_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "local-function",
     "AWS_SESSION_TOKEN": "local-function",
 }
+
+
+@dataclass(frozen=True)
+class FunctionDetails:
+    """GetFunction's answer: the configuration, the code's location, and the reservation when there is one."""
+
+    configuration: FunctionConfiguration
+    code_location: str  # a file: URI of the version's code folder
+    reserved_concurrency: int | None
 
 
 @dataclass(frozen=True)
@@ -86,13 +96,18 @@ class LambdaRuntime:
     background work, `await close()` stops every worker.
     """
 
-    def __init__(self, functions_dir: Path | str, region: str = "us-east-1") -> None:
+    def __init__(
+        self, functions_dir: Path | str, region: str = "us-east-1", settings: RuntimeSettings | None = None
+    ) -> None:
         self.functions_dir = Path(functions_dir).resolve()
         self.region = region
+        self.settings = runtime_settings(os.environ) if settings is None else settings
         self.registry = FunctionRegistry(self.functions_dir, region)
         self._pools: dict[str, WorkerPool] = {}
-        self._events: set[asyncio.Task[None]] = set()
-        self._queued_events: Counter[str] = Counter()
+        self.concurrency = ConcurrencyLimits(self.settings.max_concurrency)
+        self.events = EventQueue(
+            self._run_event, region, self.settings.event_retry_delays, self.settings.dead_letter_dir
+        )
         self._idle_check: asyncio.Task[None] | None = None
         # The last invocations' logs, for FilterLogEvents on /aws/lambda/<name> (see local_lambda/logs.py).
         self.logs = RecentLogs()
@@ -107,7 +122,8 @@ class LambdaRuntime:
 
     async def close(self) -> None:
         """Cancel queued events and stop every worker."""
-        tasks = [*self._events, *([self._idle_check] if self._idle_check else [])]
+        await self.events.close()
+        tasks = [self._idle_check] if self._idle_check else []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -156,7 +172,7 @@ class LambdaRuntime:
         if invocation_type == "DryRun":
             return RuntimeAnswer(204)
         if invocation_type == "Event":
-            self._queue_event(resolved, request_id, payload, context_json, trace_id)
+            self.events.queue(resolved, request_id, payload, context_json, trace_id)
             return RuntimeAnswer(202)
 
         outcome = await self._run(resolved, request_id, payload, context_json, wait_for_worker=False, trace_id=trace_id)
@@ -175,6 +191,53 @@ class LambdaRuntime:
     ) -> FunctionListing:
         """A page of configurations sorted by name, with the next page's marker when more remain."""
         return self.registry.list_functions(max_items, marker, all_versions)
+
+    def get_function(self, function_name: str, qualifier: str | None = None) -> FunctionDetails:
+        """What GetFunction reports: the configuration, where the code is, the reserved concurrency."""
+        resolved = self.registry.resolve(function_name, qualifier)
+        return FunctionDetails(
+            self.registry.configuration(resolved),
+            resolved.version.code_dir.as_uri(),
+            resolved.manifest.reserved_concurrency,
+        )
+
+    def get_event_invoke_config(self, function_name: str, qualifier: str | None = None) -> EventInvokeConfig:
+        """How the function's failed Event invocations are retried, when its manifest says; else ResourceNotFound."""
+        resolved = self.registry.resolve(function_name, qualifier)
+        manifest = resolved.manifest
+        arn = function_arn(self.region, manifest.name, resolved.qualifier or LATEST)
+        if not manifest.event_invoke_configured:
+            raise ResourceNotFound(f"The function {arn} doesn't have an EventInvokeConfig")
+        return EventInvokeConfig(
+            arn, manifest.maximum_retry_attempts, manifest.maximum_event_age_seconds, manifest.modified_ns / 1e9
+        )
+
+    def list_versions(
+        self, function_name: str, max_items: int | None = None, marker: str | None = None
+    ) -> FunctionListing:
+        """A page of a function's versions, $LATEST first (ListVersionsByFunction)."""
+        return self.registry.list_versions(function_name, max_items, marker)
+
+    async def publish_version(
+        self,
+        function_name: str,
+        description: str | None = None,
+        *,
+        code_sha256: str | None = None,
+        revision_id: str | None = None,
+    ) -> FunctionConfiguration:
+        """Publish $LATEST as a new version (or answer the last one, unchanged since): that version's configuration."""
+        name = unqualified_name(function_name)
+        # Copying the code may take a while for a large folder: not on the loop.
+        number = await asyncio.to_thread(
+            publish_latest,
+            self.registry,
+            name,
+            description,
+            expected_code_sha256=code_sha256,
+            expected_revision_id=revision_id,
+        )
+        return self.registry.configuration(self.registry.resolve(name, number))
 
     def worker_pids(self, function_name: str) -> list[int]:
         """The process ids of a function's workers, idle or busy (for tests and diagnostics)."""
@@ -214,10 +277,19 @@ class LambdaRuntime:
         def environment() -> dict[str, str]:
             return self._worker_environment(version)
 
+        reservation = manifest.reserved_concurrency
+        reserved_total = self.registry.reserved_concurrency_total()
         if wait_for_worker:
-            worker = await pool.acquire_waiting(key, version, environment, manifest.concurrency)
+            slot = await self.concurrency.wait_for(manifest.name, reservation, reserved_total)
         else:
-            worker = pool.acquire(key, version, environment, manifest.concurrency)
+            slot = self.concurrency.take(manifest.name, reservation, reserved_total)
+        try:
+            # Admitted, so the pool has room: its limit is the one the call was counted against.
+            limit = reservation if reservation is not None else self.concurrency.shared_pool(reserved_total)
+            worker = pool.acquire(key, version, environment, max(1, limit))
+        except BaseException:
+            slot.release()
+            raise
         request = InvocationRequest(
             request_id=request_id,
             payload=payload,
@@ -231,6 +303,7 @@ class LambdaRuntime:
             outcome = await worker.invoke(request)
         finally:
             pool.release(worker)
+            slot.release()
         self.logs.add(manifest.name, version.version, request_id, _lambda_log(request_id, version, outcome))
         if outcome.error_type is not None:
             logger.info("%s:%s request %s failed: %s", manifest.name, version.version, request_id, outcome.error_type)
@@ -239,32 +312,11 @@ class LambdaRuntime:
             logger.debug("%s:%s request %s output:\n%s", manifest.name, version.version, request_id, output)
         return outcome
 
-    def _queue_event(
-        self, resolved: ResolvedFunction, request_id: str, payload: bytes, client_context: str | None, trace_id: str
-    ) -> None:
-        name = resolved.manifest.name
-        if self._queued_events[name] >= MAX_QUEUED_EVENTS:
-            raise TooManyRequests("Rate Exceeded.", reason="ReservedFunctionConcurrentInvocationLimitExceeded")
-        self._queued_events[name] += 1
-        task = asyncio.create_task(self._run_event(resolved, request_id, payload, client_context, trace_id))
-        self._events.add(task)
-        task.add_done_callback(self._events.discard)
-
     async def _run_event(
         self, resolved: ResolvedFunction, request_id: str, payload: bytes, client_context: str | None, trace_id: str
-    ) -> None:
-        name = resolved.manifest.name
-        try:
-            outcome = await self._run(
-                resolved, request_id, payload, client_context, wait_for_worker=True, trace_id=trace_id
-            )
-        except Exception:
-            logger.exception("Event invocation %s of %s failed", request_id, name)
-            return
-        finally:
-            self._queued_events[name] -= 1
-        if outcome.function_error:
-            logger.warning("Event invocation %s of %s failed: %s", request_id, name, outcome.payload[:1000])
+    ) -> HandlerOutcome:
+        """One attempt at an Event invocation: it waits for a free worker rather than be refused."""
+        return await self._run(resolved, request_id, payload, client_context, wait_for_worker=True, trace_id=trace_id)
 
     def _worker_environment(self, version: FunctionVersion) -> dict[str, str]:
         """A worker's environment: a few inherited variables, the function's own, and those Lambda sets."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from local_lambda.api import LambdaApi
 from local_lambda.http_server import HttpServer
 from local_lambda.runtime import MAX_SYNC_PAYLOAD_BYTES, LambdaRuntime
+from local_lambda.settings import RuntimeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +29,15 @@ class LocalLambdaRuntime:
     """The Lambda API on host:port for the functions in `functions_dir`; `await start()`, `await stop()`."""
 
     def __init__(
-        self, functions_dir: Path | str, host: str = "127.0.0.1", port: int = 9001, region: str = "us-east-1"
+        self,
+        functions_dir: Path | str,
+        host: str = "127.0.0.1",
+        port: int = 9001,
+        region: str = "us-east-1",
+        settings: RuntimeSettings | None = None,
     ) -> None:
-        self.runtime = LambdaRuntime(functions_dir, region)
+        # Without settings, they are read from the environment (LOCAL_LAMBDA_MAX_CONCURRENCY...).
+        self.runtime = LambdaRuntime(functions_dir, region, settings)
         self.functions_dir = self.runtime.functions_dir
         self.host = host
         self.port = port  # the bound port once started (port 0 picks a free one)

@@ -14,6 +14,7 @@ import pytest
 from botocore.config import Config
 
 from local_lambda import LocalLambdaRuntime
+from local_lambda.settings import RuntimeSettings
 
 REGION = "us-east-1"
 # Every wait in these tests is bounded by this; a healthy runtime answers in milliseconds.
@@ -76,9 +77,21 @@ def make_function(functions_dir: Path) -> FunctionMaker:
 
 
 @pytest.fixture
-def runtime(functions_dir: Path) -> Iterator[LocalLambdaRuntime]:
+def dead_letter_dir(tmp_path: Path) -> Path:
+    """Where the test's runtime writes the Event invocations that failed for good."""
+    return tmp_path / "failed-events"
+
+
+@pytest.fixture
+def runtime_settings(dead_letter_dir: Path) -> RuntimeSettings:
+    """The test runtime's settings: not the host's, so that every machine runs the tests alike; retries quick."""
+    return RuntimeSettings(max_concurrency=64, event_retry_delays=(0.05, 0.1), dead_letter_dir=dead_letter_dir)
+
+
+@pytest.fixture
+def runtime(functions_dir: Path, runtime_settings: RuntimeSettings) -> Iterator[LocalLambdaRuntime]:
     """The runtime serving the test's functions folder on a free port, from a background thread."""
-    with LocalLambdaRuntime(functions_dir, port=0, region=REGION).run_in_thread() as running:
+    with LocalLambdaRuntime(functions_dir, port=0, region=REGION, settings=runtime_settings).run_in_thread() as running:
         yield running
 
 

@@ -106,8 +106,8 @@ def test_a_response_over_6_mb_is_a_function_error(make_function: FunctionMaker, 
 
 
 def test_unknown_operations_are_a_clear_404(runtime: LocalLambdaRuntime, lambda_client: Any) -> None:
-    with pytest.raises(ClientError) as error:  # GetFunction is not served
-        lambda_client.get_function(FunctionName="anything")
+    with pytest.raises(ClientError) as error:  # GetPolicy is not served
+        lambda_client.get_policy(FunctionName="anything")
     status, headers, body = _request(runtime, "DELETE", "/2015-03-31/functions/anything/invocations")
 
     assert error.value.response["Error"]["Code"] == "UnknownOperationException"
@@ -115,6 +115,8 @@ def test_unknown_operations_are_a_clear_404(runtime: LocalLambdaRuntime, lambda_
     assert status == 404
     assert headers["x-amzn-errortype"] == "UnknownOperationException"
     assert "DELETE /2015-03-31/functions/anything/invocations" in json.loads(body)["message"]
+    # The answer says what is served, so a caller knows what to use instead.
+    assert "GetFunction, GetFunctionConfiguration, ListVersionsByFunction" in json.loads(body)["message"]
     assert headers["x-amzn-requestid"]
 
 

@@ -146,7 +146,7 @@ def test_function_configuration_by_qualifier(make_function: FunctionMaker, lambd
     [
         ('{"timeout": "soon"}', "'timeout' must be a whole number"),
         ('{"aliases": {"live": ["1"]}}', "alias 'live' points at ['1']"),
-        ('{"aliases": {"live": {"version": "1"}}}', "alias 'live' points at {'version': '1'}"),
+        ('{"aliases": {"live": {"version": "1"}}}', "alias 'live' points at '1', which is not a version"),
         ("[" * 100_000 + "]" * 100_000, "not valid JSON"),
     ],
 )

@@ -36,7 +36,8 @@ def test_defaults_apply_to_an_empty_manifest(functions_dir: Path) -> None:
         (),
     )
     assert latest.runtime.startswith("python3.")
-    assert manifest.concurrency == 4
+    assert manifest.reserved_concurrency is None  # unreserved: the runtime-wide pool, as on Lambda
+    assert (manifest.maximum_retry_attempts, manifest.maximum_event_age_seconds) == (2, 21600)
     assert (manifest.versions, manifest.aliases) == ({}, {})
 
 
@@ -52,7 +53,13 @@ def test_defaults_apply_to_an_empty_manifest(functions_dir: Path) -> None:
         ({"runtime": "nodejs20.x"}, "'runtime' must be a Python runtime"),
         ({"handler": "lambda_handler"}, "'handler' must look like module.function"),
         ({"environment": {"A": 1}}, "'environment' must be an object of NAME -> string value"),
-        ({"concurrency": 0}, "'concurrency' must be a whole number from 1 to 1000"),
+        ({"concurrency": -1}, "'concurrency' (the function's reserved concurrency) must be a whole number from 0"),
+        ({"concurrency": 1001}, "from 0 to 1000, or left out for none"),
+        ({"event_invoke_config": {"retries": 1}}, "'event_invoke_config' must be an object with keys among"),
+        ({"event_invoke_config": {"maximum_retry_attempts": 3}}, "'maximum_retry_attempts' must be 0, 1 or 2"),
+        ({"event_invoke_config": {"maximum_event_age_in_seconds": 59}}, "from 60 to 21600"),
+        ({"event_invoke_config": {"maximum_event_age_in_seconds": 21601}}, "from 60 to 21600"),
+        ({"aliases": {"live": {"version": "$LATEST", "note": "x"}}}, "alias 'live' must be a version, or an object"),
         ({"aliases": {"live": "3"}}, "alias 'live' points at '3', which is not a version"),
         ({"aliases": {"123": "$LATEST"}}, "alias '123' must be letters"),
         ({"versions": {"one": {}}}, "version numbers are whole numbers"),
