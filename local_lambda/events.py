@@ -75,6 +75,11 @@ class EventQueue:
         self._tasks: set[asyncio.Task[None]] = set()
         self._queued: Counter[str] = Counter()
 
+    @property
+    def pending(self) -> int:
+        """How many events are queued, running or waiting to be retried."""
+        return len(self._tasks)
+
     def queue(
         self, resolved: ResolvedFunction, request_id: str, payload: bytes, client_context: str | None, trace_id: str
     ) -> None:

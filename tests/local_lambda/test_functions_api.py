@@ -227,3 +227,49 @@ def test_a_folder_with_only_its_handler_is_a_function_with_the_defaults(
     said = [record.getMessage() for record in caplog.records if "is not a function" in record.getMessage()]
     assert len(said) == 1, said
     assert said[0].endswith("notes is not a function: it holds neither function.json nor handler.py")
+
+
+def test_get_function_reports_configuration_code_and_reservation(
+    make_function: FunctionMaker, lambda_client: Any
+) -> None:
+    shared = make_function("shared", HANDLER)
+    make_function("reserved", HANDLER, concurrency=3)
+
+    function = lambda_client.get_function(FunctionName="shared")
+    reserved = lambda_client.get_function(FunctionName=f"{ARN_PREFIX}reserved")
+    configuration = lambda_client.get_function_configuration(FunctionName="shared")
+
+    assert function["Configuration"] == {key: configuration[key] for key in function["Configuration"]}
+    assert function["Configuration"]["FunctionArn"] == f"{ARN_PREFIX}shared"
+    assert function["Code"] == {"RepositoryType": "Local", "Location": shared.resolve().as_uri()}
+    assert "Concurrency" not in function  # unreserved, as Lambda omits it
+    assert reserved["Concurrency"] == {"ReservedConcurrentExecutions": 3}
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException, match="function:absent"):
+        lambda_client.get_function(FunctionName="absent")
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException, match="shared:live"):
+        lambda_client.get_function(FunctionName="shared", Qualifier="live")
+
+
+def test_logging_config_is_rendered_as_lambda_reports_it(make_function: FunctionMaker, lambda_client: Any) -> None:
+    make_function("plain-text", HANDLER)
+    make_function("structured", HANDLER, logging_config={"log_format": "JSON", "application_log_level": "DEBUG"})
+    make_function("quiet", HANDLER, logging_config={"log_format": "JSON", "system_log_level": "WARN"})
+
+    plain = lambda_client.get_function_configuration(FunctionName="plain-text")["LoggingConfig"]
+    structured = lambda_client.get_function(FunctionName="structured")["Configuration"]["LoggingConfig"]
+    quiet = lambda_client.list_functions()["Functions"][1]  # plain-text, quiet, structured
+
+    assert plain == {"LogFormat": "Text", "LogGroup": "/aws/lambda/plain-text"}
+    assert structured == {
+        "LogFormat": "JSON",
+        "ApplicationLogLevel": "DEBUG",
+        "SystemLogLevel": "INFO",
+        "LogGroup": "/aws/lambda/structured",
+    }
+    assert quiet["FunctionName"] == "quiet"
+    assert quiet["LoggingConfig"] == {
+        "LogFormat": "JSON",
+        "ApplicationLogLevel": "INFO",
+        "SystemLogLevel": "WARN",
+        "LogGroup": "/aws/lambda/quiet",
+    }

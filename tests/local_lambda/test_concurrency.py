@@ -1,0 +1,116 @@
+"""Concurrency as Lambda counts it, through boto3: a runtime-wide pool, reservations, and Lambda's throttle reasons."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local_lambda import LocalLambdaRuntime
+from local_lambda.settings import RuntimeSettings
+from tests.local_lambda.conftest import REGION, FunctionMaker, invoke_json, make_lambda_client, wait_for
+
+# Holds its call until the `release` file exists, after touching its `started` file.
+HELD = """
+import os
+import time
+from pathlib import Path
+
+def lambda_handler(event, context):
+    if "started" in event:
+        Path(event["started"]).touch()
+        deadline = time.monotonic() + 10
+        while not os.path.exists(event["release"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return os.getpid()
+"""
+
+
+@pytest.fixture
+def small_runtime(functions_dir: Path, dead_letter_dir: Path) -> Iterator[LocalLambdaRuntime]:
+    """A runtime whose runtime-wide limit is 3 calls at once."""
+    settings = RuntimeSettings(max_concurrency=3, event_retry_delays=(0.05, 0.1), dead_letter_dir=dead_letter_dir)
+    with LocalLambdaRuntime(functions_dir, port=0, region=REGION, settings=settings).run_in_thread() as running:
+        yield running
+
+
+def _hold(pool: ThreadPoolExecutor, client: Any, name: str, folder: Path, tag: str) -> Future[Any]:
+    """Start a call of `name` that runs until `folder`/release exists; wait until it has started."""
+    started = folder / f"started-{tag}"
+    call = pool.submit(invoke_json, client, name, {"started": str(started), "release": str(folder / "release")})
+    wait_for(started.exists, f"call {tag} to start")
+    return call
+
+
+def _throttle_reason(client: Any, name: str) -> str:
+    with pytest.raises(client.exceptions.TooManyRequestsException) as refused:
+        client.invoke(FunctionName=name, Payload=b"{}")
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    return str(refused.value.response["Reason"])
+
+
+def test_an_unreserved_function_runs_more_than_four_calls_at_once(
+    make_function: FunctionMaker, lambda_client: Any, tmp_path: Path
+) -> None:
+    make_function(
+        "gathering",
+        """
+        import os
+        import time
+        from pathlib import Path
+
+        def lambda_handler(event, context):
+            Path(event["folder"], str(os.getpid())).touch()
+            deadline = time.monotonic() + 5
+            while len(os.listdir(event["folder"])) < event["expected"] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return os.getpid()
+        """,
+    )
+    folder = tmp_path / "arrivals"
+    folder.mkdir()
+
+    with ThreadPoolExecutor(6) as pool:
+        calls = [
+            pool.submit(invoke_json, lambda_client, "gathering", {"folder": str(folder), "expected": 6})
+            for _ in range(6)
+        ]
+        pids = {call.result()[1] for call in calls}
+
+    assert len(pids) == 6  # all six at once, none throttled, as on Lambda without a reservation
+
+
+def test_reservations_and_the_shared_pool_throttle_with_lambdas_reasons(
+    make_function: FunctionMaker, small_runtime: LocalLambdaRuntime, tmp_path: Path
+) -> None:
+    client = make_lambda_client(small_runtime.endpoint_url)
+    make_function("reserving", HELD, concurrency=2)
+    make_function("shared-a", HELD)
+    make_function("shared-b", HELD)
+    # The runtime-wide limit is 3; "reserving" keeps 2 of them, so unreserved functions share 1.
+
+    with ThreadPoolExecutor(3) as pool:
+        try:
+            held = [_hold(pool, client, "shared-a", tmp_path, "a")]
+            shared_refusal = _throttle_reason(client, "shared-b")
+            # The reservation is there whatever the shared pool does, and no more than it.
+            held += [_hold(pool, client, "reserving", tmp_path, tag) for tag in ("r1", "r2")]
+            reserved_refusal = _throttle_reason(client, "reserving")
+        finally:
+            (tmp_path / "release").touch()
+        pids = [call.result()[1] for call in held]
+
+    assert shared_refusal == "ConcurrentInvocationLimitExceeded"
+    assert reserved_refusal == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    assert len(set(pids)) == 3
+    assert invoke_json(client, "shared-b")[1] != os.getpid()  # free again once the calls ended
+
+
+def test_a_reservation_of_zero_throttles_every_call(make_function: FunctionMaker, lambda_client: Any) -> None:
+    make_function("stopped", HELD, concurrency=0)
+
+    assert _throttle_reason(lambda_client, "stopped") == "ReservedFunctionConcurrentInvocationLimitExceeded"
