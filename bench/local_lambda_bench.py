@@ -161,7 +161,7 @@ def throughput(endpoint_url: str, callers: int, seconds: float) -> None:
         thread.join()
     line = f"throughput, {callers} boto3 thread(s)  {counts['ok'] / seconds:7.0f} invocations/s"
     if counts["throttled"]:
-        line += f"   (+{counts['throttled'] / seconds:.0f}/s answered 429: the function has 4 workers)"
+        line += f"   (+{counts['throttled'] / seconds:.0f}/s answered 429: the runtime's concurrency limit)"
     print(line)
 
 

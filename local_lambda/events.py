@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from local_lambda.concurrency import RESERVED_LIMIT_REASON, SHARED_LIMIT_REASON
 from local_lambda.errors import LambdaApiError, TooManyRequests
 from local_lambda.pool import HandlerOutcome
 from local_lambda.registry import ResolvedFunction, function_arn
@@ -86,7 +87,8 @@ class EventQueue:
         """Accept an event to run in the background; TooManyRequests when too many wait for this function."""
         name = resolved.manifest.name
         if self._queued[name] >= MAX_QUEUED_EVENTS:
-            raise TooManyRequests("Rate Exceeded.", reason="ReservedFunctionConcurrentInvocationLimitExceeded")
+            reserved = resolved.manifest.reserved_concurrency is not None
+            raise TooManyRequests("Rate Exceeded.", reason=RESERVED_LIMIT_REASON if reserved else SHARED_LIMIT_REASON)
         self._queued[name] += 1
         event = _Event(resolved, request_id, payload, client_context, trace_id, time.monotonic())
         task = asyncio.create_task(self._deliver(event), name=f"event {request_id} of {name}")

@@ -497,6 +497,15 @@ class WorkerPool:
         else:
             self._retire(worker)
 
+    def oldest_idle(self) -> float | None:
+        """When the least recently used idle worker was last used (time.monotonic()); None when none is idle."""
+        return self._idle[0].last_used if self._idle else None
+
+    def retire_oldest_idle(self) -> None:
+        """Retire the least recently used idle worker, to make room for another function's."""
+        if self._idle:
+            self._retire(self._idle.pop(0))
+
     def retire_idle(self, idle_seconds: float) -> None:
         """Retire the workers idle for longer than `idle_seconds`, as Lambda reclaims unused sandboxes."""
         cutoff = time.monotonic() - idle_seconds

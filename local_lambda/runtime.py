@@ -304,6 +304,7 @@ class LambdaRuntime:
         finally:
             pool.release(worker)
             slot.release()
+            self._keep_workers_within_limit()
         self.logs.add(manifest.name, version.version, request_id, _lambda_log(request_id, version, outcome))
         if outcome.error_type is not None:
             logger.info("%s:%s request %s failed: %s", manifest.name, version.version, request_id, outcome.error_type)
@@ -311,6 +312,21 @@ class LambdaRuntime:
             output = outcome.output.decode(errors="replace")
             logger.debug("%s:%s request %s output:\n%s", manifest.name, version.version, request_id, output)
         return outcome
+
+    def _keep_workers_within_limit(self) -> None:
+        """Retire the least recently used idle workers, of any function, while the runtime has more than its limit.
+
+        Idle workers hold memory as busy ones do: without this, every function that once had a burst would keep
+        that many workers for IDLE_WORKER_SECONDS, far more in all than the host holds.
+        """
+        total = sum(len(pool.workers) for pool in self._pools.values())
+        while total > self.concurrency.max_concurrency:
+            idle = [(pool.oldest_idle(), pool) for pool in self._pools.values()]
+            candidates = [(last_used, pool) for last_used, pool in idle if last_used is not None]
+            if not candidates:
+                return  # all busy (reservations may take the runtime past its limit, as they are guaranteed)
+            min(candidates, key=lambda candidate: candidate[0])[1].retire_oldest_idle()
+            total -= 1
 
     async def _run_event(
         self, resolved: ResolvedFunction, request_id: str, payload: bytes, client_context: str | None, trace_id: str

@@ -114,3 +114,18 @@ def test_a_reservation_of_zero_throttles_every_call(make_function: FunctionMaker
     make_function("stopped", HELD, concurrency=0)
 
     assert _throttle_reason(lambda_client, "stopped") == "ReservedFunctionConcurrentInvocationLimitExceeded"
+
+
+def test_idle_workers_of_all_functions_stay_within_the_runtime_wide_limit(
+    make_function: FunctionMaker, small_runtime: LocalLambdaRuntime
+) -> None:
+    client = make_lambda_client(small_runtime.endpoint_url)
+    names = ["first", "second", "third", "fourth"]
+    for name in names:
+        make_function(name, HELD)
+
+    for name in names:
+        invoke_json(client, name)
+
+    # The limit is 3: the fourth function's worker took the place of the least recently used one.
+    assert [len(small_runtime.worker_pids(name)) for name in names] == [0, 1, 1, 1]
