@@ -11,7 +11,9 @@ shared pool. Event invocations wait for a slot instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import Counter
 
 from local_lambda.errors import TooManyRequests
@@ -72,13 +74,21 @@ class ConcurrencyLimits:
             self._unreserved_running += 1
         return ConcurrencySlot(self, function_name, reserved=reservation is not None)
 
-    async def wait_for(self, function_name: str, reservation: int | None, reserved_total: int) -> ConcurrencySlot:
-        """Like `take`, but wait for a slot rather than be refused (Event invocations are queued, as on Lambda)."""
+    async def wait_for(
+        self, function_name: str, reservation: int | None, reserved_total: int, wait_seconds: float
+    ) -> ConcurrencySlot:
+        """Like `take`, but wait up to `wait_seconds` for a slot (Event invocations are queued, as on Lambda)."""
+        deadline = time.monotonic() + wait_seconds
         while True:
             try:
                 return self.take(function_name, reservation, reserved_total)
             except TooManyRequests:
-                await self._freed.wait()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+            with contextlib.suppress(TimeoutError):  # then one last try above, refused if still full
+                async with asyncio.timeout(remaining):
+                    await self._freed.wait()
 
     def running(self, function_name: str) -> int:
         """How many calls of a function run now."""

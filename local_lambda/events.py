@@ -42,7 +42,9 @@ logger = logging.getLogger(__name__)
 # runtime hold payloads without end.
 MAX_QUEUED_EVENTS = 1000
 
-EventRunner = Callable[[ResolvedFunction, str, bytes, str | None, str], Awaitable[HandlerOutcome]]
+# Runs one attempt: the event's function, request id, payload, client context, trace header, and how long it may
+# wait for a free worker; TooManyRequests when none was free in that time.
+EventRunner = Callable[[ResolvedFunction, str, bytes, str | None, str, float], Awaitable[HandlerOutcome]]
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,16 @@ class EventQueue:
             attempts = 0
             outcome: HandlerOutcome | None = None
             while True:
-                if time.monotonic() - event.received >= manifest.maximum_event_age_seconds:
+                remaining_age = manifest.maximum_event_age_seconds - (time.monotonic() - event.received)
+                if remaining_age <= 0:
                     self._give_up(event, "EventAgeExceeded", attempts, outcome)
                     return
-                attempts += 1
-                outcome = await self._attempt(event)
+                try:
+                    attempt = await self._attempt(event, remaining_age)
+                except TooManyRequests:  # no worker was free before the event grew too old: not an attempt
+                    self._give_up(event, "EventAgeExceeded", attempts, outcome)
+                    return
+                attempts, outcome = attempts + 1, attempt
                 if outcome.function_error is None:
                     return
                 logger.warning(
@@ -133,11 +140,18 @@ class EventQueue:
         finally:
             self._queued[manifest.name] -= 1
 
-    async def _attempt(self, event: _Event) -> HandlerOutcome:
+    async def _attempt(self, event: _Event, worker_wait_seconds: float) -> HandlerOutcome:
         try:
             return await self._run(
-                event.resolved, event.request_id, event.payload, event.client_context, event.trace_id
+                event.resolved,
+                event.request_id,
+                event.payload,
+                event.client_context,
+                event.trace_id,
+                worker_wait_seconds,
             )
+        except TooManyRequests:
+            raise
         except LambdaApiError as error:  # the function cannot run as it stands (a broken manifest, no worker)
             body = {"errorMessage": error.message, "errorType": error.error_type}
             return HandlerOutcome(json.dumps(body).encode(), "Unhandled", b"", 0.0, None, None)

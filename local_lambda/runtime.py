@@ -175,7 +175,7 @@ class LambdaRuntime:
             self.events.queue(resolved, request_id, payload, context_json, trace_id)
             return RuntimeAnswer(202)
 
-        outcome = await self._run(resolved, request_id, payload, context_json, wait_for_worker=False, trace_id=trace_id)
+        outcome = await self._run(resolved, request_id, payload, context_json, trace_id=trace_id)
         log_result = None
         if log_type == "Tail":
             log = _lambda_log(request_id, resolved.version, outcome)
@@ -253,7 +253,7 @@ class LambdaRuntime:
         payload: bytes,
         client_context: str | None,
         *,
-        wait_for_worker: bool,
+        worker_wait_seconds: float | None = None,
         trace_id: str = "",
     ) -> HandlerOutcome:
         version, manifest = resolved.version, resolved.manifest
@@ -279,8 +279,8 @@ class LambdaRuntime:
 
         reservation = manifest.reserved_concurrency
         reserved_total = self.registry.reserved_concurrency_total()
-        if wait_for_worker:
-            slot = await self.concurrency.wait_for(manifest.name, reservation, reserved_total)
+        if worker_wait_seconds is not None:
+            slot = await self.concurrency.wait_for(manifest.name, reservation, reserved_total, worker_wait_seconds)
         else:
             slot = self.concurrency.take(manifest.name, reservation, reserved_total)
         try:
@@ -329,10 +329,18 @@ class LambdaRuntime:
             total -= 1
 
     async def _run_event(
-        self, resolved: ResolvedFunction, request_id: str, payload: bytes, client_context: str | None, trace_id: str
+        self,
+        resolved: ResolvedFunction,
+        request_id: str,
+        payload: bytes,
+        client_context: str | None,
+        trace_id: str,
+        worker_wait_seconds: float,
     ) -> HandlerOutcome:
-        """One attempt at an Event invocation: it waits for a free worker rather than be refused."""
-        return await self._run(resolved, request_id, payload, client_context, wait_for_worker=True, trace_id=trace_id)
+        """One attempt at an Event invocation: it waits for a free worker (up to a while) rather than be refused."""
+        return await self._run(
+            resolved, request_id, payload, client_context, worker_wait_seconds=worker_wait_seconds, trace_id=trace_id
+        )
 
     def _worker_environment(self, version: FunctionVersion) -> dict[str, str]:
         """A worker's environment: a few inherited variables, the function's own, and those Lambda sets."""

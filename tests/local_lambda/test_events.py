@@ -175,3 +175,27 @@ def test_runtime_settings_are_read_from_the_environment(tmp_path: Path) -> None:
     ]:
         with pytest.raises(SettingsError, match=variable):
             runtime_settings({variable: value})
+
+
+def test_an_event_no_worker_takes_in_time_is_written_as_event_age_exceeded(
+    make_function: FunctionMaker, lambda_client: Any, tmp_path: Path, dead_letter_dir: Path
+) -> None:
+    # A reservation of 0 throttles every call: the event waits in the queue until it is too old, as on Lambda.
+    # (60 s is the shortest MaximumEventAgeInSeconds Lambda allows, so this test takes a minute.)
+    make_function("stopped", FLAKY, concurrency=0, event_invoke_config={"maximum_event_age_in_seconds": 60})
+    attempts = tmp_path / "attempts"
+    event = {"attempts": str(attempts)}
+
+    queued = lambda_client.invoke(FunctionName="stopped", InvocationType="Event", Payload=json.dumps(event))
+    wait_for(lambda: _records(dead_letter_dir) != [], "the failure record", timeout=75)
+
+    [record] = _records(dead_letter_dir)
+    assert record["requestContext"] == {
+        "requestId": queued["ResponseMetadata"]["RequestId"],
+        "functionArn": f"{ARN_PREFIX}stopped:$LATEST",
+        "condition": "EventAgeExceeded",
+        "approximateInvokeCount": 0,
+    }
+    assert record["requestPayload"] == event
+    assert "responseContext" not in record  # never run, so there is no response
+    assert _attempts(attempts) == []
