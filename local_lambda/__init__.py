@@ -17,6 +17,7 @@ from local_lambda.publish import publish_version
 from local_lambda.registry import FunctionRegistry
 from local_lambda.runtime import LambdaRuntime, RuntimeAnswer
 from local_lambda.server import LocalLambdaRuntime
+from local_lambda.settings import RuntimeSettings, runtime_settings
 
 __all__ = [
     "FunctionRegistry",
@@ -26,7 +27,9 @@ __all__ = [
     "ManifestError",
     "RuntimeAnswer",
     "RuntimeProcess",
+    "RuntimeSettings",
     "kept_running",
     "publish_version",
+    "runtime_settings",
     "start_runtime_process",
 ]

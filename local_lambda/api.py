@@ -22,7 +22,7 @@ from local_lambda.errors import (
     UnknownOperation,
 )
 from local_lambda.http_server import HttpRequest, HttpResponse
-from local_lambda.registry import FunctionConfiguration
+from local_lambda.registry import FunctionConfiguration, unqualified_name
 from local_lambda.runtime import LambdaRuntime
 
 logger = logging.getLogger(__name__)
@@ -31,9 +31,11 @@ API_VERSION = "2015-03-31"
 # The deprecated InvokeAsync (`aws lambda invoke-async`) and the event-invoke configuration live under their own dates.
 INVOKE_ASYNC_API_VERSION = "2014-11-13"
 EVENT_INVOKE_CONFIG_API_VERSION = "2019-09-25"
+CONCURRENCY_API_VERSION = "2019-09-30"
 SERVED_OPERATIONS = (
     "Invoke, InvokeAsync, ListFunctions, GetFunction, GetFunctionConfiguration, ListVersionsByFunction, "
-    "PublishVersion, ListAliases, GetAlias, CreateAlias, UpdateAlias and GetFunctionEventInvokeConfig"
+    "PublishVersion, ListAliases, GetAlias, CreateAlias, UpdateAlias, GetFunctionConcurrency and "
+    "GetFunctionEventInvokeConfig"
 )
 # CloudWatch Logs' operation (JSON 1.1: POST / with this target), served for the runtime's recent invocations.
 FILTER_LOG_EVENTS_TARGET = "Logs_20140328.FilterLogEvents"
@@ -103,6 +105,14 @@ class LambdaApi:
             and segments[3:] == ["event-invoke-config"]
         ):
             return self._get_event_invoke_config(request, segments[2])
+        if (
+            method == "GET"
+            and segments[:2] == [CONCURRENCY_API_VERSION, "functions"]
+            and segments[3:] == ["concurrency"]
+        ):
+            reserved = self._runtime.get_function(unqualified_name(segments[2])).reserved_concurrency
+            # As Lambda: an empty object for a function without a reservation.
+            return HttpResponse.of_json(200, {} if reserved is None else {"ReservedConcurrentExecutions": reserved})
         raise UnknownOperation(
             f"Unknown operation {request.method} {request.path}: this local Lambda runtime serves "
             f"{SERVED_OPERATIONS}, CloudWatch Logs' FilterLogEvents for its recent invocations, and GET /ping"

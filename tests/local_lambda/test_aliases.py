@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,20 @@ def test_list_aliases_pages_and_filters_by_version(make_function: FunctionMaker,
         ("d", f"{ARN_PREFIX}listed:d"),
     ]
     assert lambda_client.list_aliases(FunctionName="listed", FunctionVersion="7")["Aliases"] == []
+
+
+def test_concurrent_alias_writes_lose_nothing(make_function: FunctionMaker, lambda_client: Any) -> None:
+    directory = make_function("busy", ANSWER.format(answer="busy"))
+    names = [f"alias-{number}" for number in range(12)]
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(
+            pool.map(
+                lambda name: lambda_client.create_alias(FunctionName="busy", Name=name, FunctionVersion="$LATEST"),
+                names,
+            )
+        )
+
+    # Each write read the manifest as the one before left it, under the folder's lock.
+    assert json.loads((directory / "function.json").read_text())["aliases"] == dict.fromkeys(names, "$LATEST")
+    assert not [path.name for path in directory.iterdir() if path.name.startswith(".")]  # no staged file left

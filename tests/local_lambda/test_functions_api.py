@@ -244,6 +244,8 @@ def test_get_function_reports_configuration_code_and_reservation(
     assert function["Code"] == {"RepositoryType": "Local", "Location": shared.resolve().as_uri()}
     assert "Concurrency" not in function  # unreserved, as Lambda omits it
     assert reserved["Concurrency"] == {"ReservedConcurrentExecutions": 3}
+    assert lambda_client.get_function_concurrency(FunctionName="reserved")["ReservedConcurrentExecutions"] == 3
+    assert "ReservedConcurrentExecutions" not in lambda_client.get_function_concurrency(FunctionName="shared")
     with pytest.raises(lambda_client.exceptions.ResourceNotFoundException, match="function:absent"):
         lambda_client.get_function(FunctionName="absent")
     with pytest.raises(lambda_client.exceptions.ResourceNotFoundException, match="shared:live"):
