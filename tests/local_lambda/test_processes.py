@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,51 @@ def test_publish_copies_the_code_into_an_immutable_version(
     assert completed.stdout.strip() == "published: version 2"
     assert invoke_json(lambda_client, "published", Qualifier="2")[1] == "second"
     assert invoke_json(lambda_client, "published", Qualifier="1")[1] == "first"
+
+
+def test_the_runtime_process_takes_its_settings_from_the_environment(
+    functions_dir: Path, make_function: FunctionMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As the module starts it: the runtime's process inherits the environment, settings included.
+    monkeypatch.setenv("LOCAL_LAMBDA_MAX_CONCURRENCY", "1")
+    make_function(
+        "held",
+        """
+        import os
+        import time
+        from pathlib import Path
+
+        def lambda_handler(event, context):
+            if "started" in event:
+                Path(event["started"]).touch()
+                deadline = time.monotonic() + 10
+                while not os.path.exists(event["release"]) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            return "done"
+        """,
+    )
+    started, release = tmp_path / "started", tmp_path / "release"
+
+    with RuntimeProcess.start(functions_dir, port=0) as runtime:
+        client = make_lambda_client(runtime.endpoint_url)
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(invoke_json, client, "held", {"started": str(started), "release": str(release)})
+            try:
+                wait_for(started.exists, "the first call to start")
+                with pytest.raises(client.exceptions.TooManyRequestsException) as refused:
+                    client.invoke(FunctionName="held", Payload=b"{}")
+            finally:
+                release.touch()
+            assert held.result()[1] == "done"
+
+    assert refused.value.response["Reason"] == "ConcurrentInvocationLimitExceeded"
+
+
+def test_the_command_line_refuses_a_bad_setting_naming_it(functions_dir: Path) -> None:
+    process = _run_module(
+        "--functions-dir", str(functions_dir), "--port", "0", env={**os.environ, "LOCAL_LAMBDA_MAX_CONCURRENCY": "none"}
+    )
+    _, errors = process.communicate(timeout=30)
+
+    assert process.returncode == 2
+    assert "LOCAL_LAMBDA_MAX_CONCURRENCY must be a whole number from 1 to 1000" in errors
