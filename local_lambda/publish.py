@@ -78,4 +78,6 @@ def _logging_config(version: FunctionVersion) -> dict[str, str]:
     config = {"log_format": version.log_format}
     if version.application_log_level is not None:
         config["application_log_level"] = version.application_log_level
+    if version.system_log_level is not None:
+        config["system_log_level"] = version.system_log_level
     return config
