@@ -317,7 +317,7 @@ def _log_error(body: Mapping[str, Any], *, with_traceback: bool = True) -> None:
     lines = [f"[ERROR] {body['errorType']}: {body['errorMessage']}"]
     if with_traceback:
         lines.append("Traceback (most recent call last):")
-        # Lambda indents the trace with no-break spaces, so that log viewers keep the indentation.
+        # Lambda writes the trace's indentation as no-break spaces (U+00A0) in the log, not in the answer.
         for entry in body["stackTrace"]:
             for line in entry.splitlines():
                 stripped = line.lstrip(" ")

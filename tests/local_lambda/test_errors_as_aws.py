@@ -35,6 +35,9 @@ def test_the_stack_trace_and_the_log_hold_the_users_frames_only(make_function: F
     assert error["stackTrace"][0].endswith('in lambda_handler\n    return values["b"] + values["a"]\n')
     assert "^^^" not in "".join(error["stackTrace"])
     assert "[ERROR] KeyError: 'b'\nTraceback (most recent call last):\n" in log
+    # In the log (not in the answer) Lambda indents the frames with no-break spaces.
+    assert '\n\u00a0\u00a0File "' in log
+    assert "\n\u00a0\u00a0\u00a0\u00a0return values" in log
     assert "bootstrap.py" not in log
     assert "^^^" not in log
 
