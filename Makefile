@@ -43,11 +43,14 @@ proto: install
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. proto/lambda_action.proto
 
 # Prints measurements, not pass or fail. `bench`: the module side by side with direct boto3, the minimal gateway
-# and the earlier module (BENCH_DATABASE_URL=postgresql://... logs to PostgreSQL); results in bench/results/.
+# and the earlier module (BENCH_DATABASE_URL=postgresql://... logs to PostgreSQL), results in bench/results/;
+# then the embedded runtime's own rows, as `bench-runtime` prints them.
 bench: install
 	$(BIN)/python bench/gateway_bench.py
+	$(BIN)/python bench/local_lambda_bench.py
 
-# How fast the embedded Lambda runtime alone answers through boto3.
+# How fast the embedded Lambda runtime alone answers through boto3: warm, after an edit, after a start, and the
+# same handler through python-lambda-local and through a bare subprocess, a process per call.
 bench-runtime: install
 	$(BIN)/python bench/local_lambda_bench.py
 

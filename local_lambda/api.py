@@ -227,7 +227,7 @@ class LambdaApi:
             request_id=request_id,
             trace_id=request.headers.get("x-amzn-trace-id"),
         )
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": result.content_type}
         if result.executed_version is not None:
             headers["X-Amz-Executed-Version"] = result.executed_version
         if result.function_error is not None:

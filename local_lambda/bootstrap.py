@@ -194,7 +194,9 @@ def _load_handler(handler_name: str) -> Handler:
         raise InitError("Runtime.ImportModuleError", f"Unable to import module '{module_name}': {error}") from None
     except SyntaxError as error:
         message = f"Syntax error in module '{module_name}': {error}"
-        raise InitError("Runtime.UserCodeSyntaxError", message, _stack_trace(error)) from None
+        # Lambda lists the offending line rather than the import's frames (`Line`, capitalised, as it writes it).
+        where = f'  File "{error.filename}" Line {error.lineno}\n    {error.text or ""}'
+        raise InitError("Runtime.UserCodeSyntaxError", message, [where]) from None
     except MemoryError:
         raise InitError("Runtime.OutOfMemory", "Importing the handler exceeded the function's memory size") from None
     except Exception as error:
@@ -222,12 +224,39 @@ def _stack_trace(error: BaseException) -> list[str]:
     ]
 
 
-def _decimal_to_json(value: object) -> object:
-    # Lambda's Python runtime serialises Decimal (as DynamoDB returns numbers) rather than failing.
-    decimal = sys.modules.get("decimal")  # a Decimal exists only if its module was imported
-    if decimal is not None and isinstance(value, decimal.Decimal):
-        return float(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+# Lambda's Python runtime writes a Decimal's own digits into the answer (DynamoDB returns numbers as Decimal, and
+# a float would change 0.1 or a 20-digit id). json.dumps can only write what `default` returns as JSON, so each
+# Decimal goes in as a marked string and the marks are replaced by the digits afterwards. The mark holds a random
+# part drawn per worker, so that no string a handler returns can be taken for one.
+_DECIMAL_MARK = f"local-lambda-decimal-{os.urandom(8).hex()}-"
+# A handler returning bytes has them answered as they are, with the content type Lambda's Python runtime gives them.
+BYTES_CONTENT_TYPE = "application/unknown"
+JSON_CONTENT_TYPE = "application/json"
+
+
+def _encode_result(result: object) -> tuple[bytes, str]:
+    """The handler's result as Lambda's Python runtime answers it: its body and content type."""
+    if isinstance(result, bytes):
+        return result, BYTES_CONTENT_TYPE
+    decimals: list[str] = []
+
+    def exact_decimal(value: object) -> object:
+        decimal = sys.modules.get("decimal")  # a Decimal exists only if its module was imported
+        if decimal is not None and isinstance(value, decimal.Decimal):
+            if value.is_nan():
+                return float("nan")  # written NaN, as Lambda does; a Decimal's "NaN" digits could be "-sNaN"
+            decimals.append(str(value))
+            return f"{_DECIMAL_MARK}{len(decimals) - 1}"
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    # From python3.12 on, Lambda answers non-ASCII text as UTF-8 rather than \u escapes.
+    text = json.dumps(result, default=exact_decimal, ensure_ascii=not _UTF8_ANSWERS)
+    if decimals:
+        import re  # already loaded by json; imported here only where it is used
+
+        marked = re.compile(f'"{re.escape(_DECIMAL_MARK)}([0-9]+)"')
+        text = marked.sub(lambda match: decimals[int(match.group(1))], text)
+    return text.encode(), JSON_CONTENT_TYPE
 
 
 def _memory_used_mb() -> int:
@@ -253,8 +282,7 @@ def _invoke(handler: Handler, metadata: Mapping[str, Any], payload: bytes) -> tu
     except Exception as error:
         return _unhandled(request_id, error)
     try:
-        # From python3.12 on, Lambda answers non-ASCII text as UTF-8 rather than \u escapes.
-        encoded = json.dumps(result, default=_decimal_to_json, ensure_ascii=not _UTF8_ANSWERS).encode()
+        encoded, content_type = _encode_result(result)
     except MemoryError:
         del result
         return _out_of_memory(request_id)
@@ -265,7 +293,7 @@ def _invoke(handler: Handler, metadata: Mapping[str, Any], payload: bytes) -> tu
             "requestId": request_id,
             "stackTrace": [],
         }
-        print(f"[ERROR] Runtime.MarshalError: {body['errorMessage']}", file=sys.stderr)
+        _log_error(body)
         return {"kind": "error", "memory_used_mb": _memory_used_mb()}, json.dumps(body).encode(), False
     max_response_bytes = metadata["max_response_bytes"]
     if len(encoded) > max_response_bytes:
@@ -276,7 +304,25 @@ def _invoke(handler: Handler, metadata: Mapping[str, Any], payload: bytes) -> tu
             "errorType": "Function.ResponseSizeTooLarge",
         }
         return {"kind": "error", "memory_used_mb": _memory_used_mb()}, json.dumps(body).encode(), False
-    return {"kind": "result", "memory_used_mb": _memory_used_mb()}, encoded, False
+    reply = {"kind": "result", "memory_used_mb": _memory_used_mb(), "content_type": content_type}
+    return reply, encoded, False
+
+
+def _log_error(body: Mapping[str, Any], *, with_traceback: bool = True) -> None:
+    """Write an error to the function's log as Lambda's Python runtime does, in the function's log format."""
+    if _JSON_LOGS:
+        moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        print(json.dumps({"timestamp": moment, "log_level": "ERROR", **body}, ensure_ascii=False), file=sys.stderr)
+        return
+    lines = [f"[ERROR] {body['errorType']}: {body['errorMessage']}"]
+    if with_traceback:
+        lines.append("Traceback (most recent call last):")
+        # Lambda writes the trace's indentation as no-break spaces (U+00A0) in the log, not in the answer.
+        for entry in body["stackTrace"]:
+            for line in entry.splitlines():
+                stripped = line.lstrip(" ")
+                lines.append("\u00a0" * (len(line) - len(stripped)) + stripped)
+    print("\n".join(lines), file=sys.stderr)
 
 
 def _clear_frames(trace: types.TracebackType | None) -> None:
@@ -296,9 +342,7 @@ def _unhandled(request_id: str, error: Exception) -> tuple[dict[str, object], by
         "requestId": request_id,
         "stackTrace": stack_trace,
     }
-    # Lambda's form: the error's line, then the user's frames only (no runtime frame, no ^^^ lines).
-    print(f"[ERROR] {type(error).__name__}: {error}", file=sys.stderr)
-    print("Traceback (most recent call last):\n" + "".join(stack_trace), end="", file=sys.stderr)
+    _log_error(body)
     return {"kind": "error", "memory_used_mb": _memory_used_mb()}, json.dumps(body).encode(), False
 
 
@@ -310,8 +354,8 @@ def _out_of_memory(request_id: str) -> tuple[dict[str, object], bytes, bool]:
     """
     memory_size = os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]
     message = f"RequestId: {request_id} Error: Runtime exited: the function used more than its {memory_size} MB"
-    print(f"[ERROR] Runtime.OutOfMemory: {message}", file=sys.stderr)
     body = {"errorMessage": message, "errorType": "Runtime.OutOfMemory", "requestId": request_id, "stackTrace": []}
+    _log_error(body, with_traceback=False)
     return {"kind": "error", "memory_used_mb": _memory_used_mb()}, json.dumps(body).encode(), True
 
 
@@ -364,6 +408,7 @@ def _peak_resident_kb() -> int:
     return peak_kb if peak_kb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+_JSON_LOGS = os.environ.get("AWS_LAMBDA_LOG_FORMAT") == "JSON"
 _UTF8_ANSWERS = os.environ.get("AWS_EXECUTION_ENV", "") not in (
     "AWS_Lambda_python3.9",
     "AWS_Lambda_python3.10",
@@ -418,14 +463,13 @@ def _install_logging() -> None:
     (the manifest's logging_config) choose the format and the level."""
     logging.addLevelName(5, "TRACE")
     handler = logging.StreamHandler(sys.stdout)
-    json_format = os.environ.get("AWS_LAMBDA_LOG_FORMAT") == "JSON"
-    handler.setFormatter(_LambdaJsonFormatter() if json_format else _LambdaTextFormatter())
+    handler.setFormatter(_LambdaJsonFormatter() if _JSON_LOGS else _LambdaTextFormatter())
     root = logging.getLogger()
     root.addHandler(handler)
     level = os.environ.get("AWS_LAMBDA_LOG_LEVEL")
     if level in _LEVELS:
         root.setLevel(_LEVELS[level])
-    elif json_format:
+    elif _JSON_LOGS:
         root.setLevel(logging.INFO)  # Lambda's default application level in JSON format
 
 
@@ -447,7 +491,7 @@ def main(argv: list[str]) -> int:
     try:
         handler = _load_handler(os.environ["_HANDLER"])
     except InitError as error:
-        print(f"[ERROR] {error.body['errorType']}: {error.body['errorMessage']}", file=sys.stderr)
+        _log_error(error.body)
         _write_all(reply_fd, encode_message({"kind": "init_error"}, json.dumps(error.body).encode()))
         return 0
     init_ms = (time.perf_counter() - started) * 1000

@@ -64,7 +64,7 @@ class RequestTooLarge(LambdaApiError):
 
 
 class RequestEntityTooLarge(RequestTooLarge):
-    """A synchronous request over 6 MB, refused in front of Lambda with this name (not Lambda's own)."""
+    """A request over the invocation type's payload limit (6 MB synchronous, 1 MB as an event), as AWS names it."""
 
     error_type = "RequestEntityTooLargeException"
 

@@ -97,7 +97,8 @@ class FunctionVersion:
     role: str
     published_at: str | None  # LastModified as recorded when the version was published
     excluded: frozenset[str]  # top-level names in code_dir that are not this version's code
-    # Lambda's LoggingConfig: "Text" or "JSON", and the level below which the application's records are dropped.
+    # Lambda's LoggingConfig: "Text" or "JSON", and the levels below which the application's records and
+    # Lambda's own (platform.start, platform.report, ...) are dropped.
     log_format: str = "Text"
     application_log_level: str | None = None
     system_log_level: str | None = None
@@ -310,6 +311,8 @@ def _version(
 
 _LOGGING_KEYS = {"log_format", "application_log_level", "system_log_level"}
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+# Lambda's own records have three levels only.
+SYSTEM_LOG_LEVELS = ("DEBUG", "INFO", "WARN")
 
 
 def _is_integer(value: Any) -> bool:
@@ -347,9 +350,9 @@ def _check_logging_config(config: Any, where: str) -> None:
         raise ManifestError(f"{where}: 'logging_config' must be an object with keys among {sorted(_LOGGING_KEYS)}")
     if config.get("log_format", "Text") not in ("Text", "JSON"):
         raise ManifestError(f"{where}: logging_config 'log_format' must be Text or JSON")
-    for key in ("application_log_level", "system_log_level"):
-        if key in config and config[key] not in LOG_LEVELS:
-            raise ManifestError(f"{where}: logging_config {key!r} must be one of {', '.join(LOG_LEVELS)}")
-    if "application_log_level" in config and config.get("log_format", "Text") != "JSON":
-        # As Lambda: log levels need the JSON format.
-        raise ManifestError(f"{where}: logging_config 'application_log_level' needs 'log_format': 'JSON'")
+    for key, levels in (("application_log_level", LOG_LEVELS), ("system_log_level", SYSTEM_LOG_LEVELS)):
+        if key in config and config[key] not in levels:
+            raise ManifestError(f"{where}: logging_config {key!r} must be one of {', '.join(levels)}")
+        if key in config and config.get("log_format", "Text") != "JSON":
+            # As Lambda: log levels need the JSON format.
+            raise ManifestError(f"{where}: logging_config {key!r} needs 'log_format': 'JSON'")

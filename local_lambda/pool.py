@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from local_lambda.bootstrap import HEADER_BYTES, decode_lengths, encode_message
+from local_lambda.bootstrap import HEADER_BYTES, JSON_CONTENT_TYPE, decode_lengths, encode_message
 from local_lambda.errors import ServiceFailure, TooManyRequests
 from local_lambda.manifest import FunctionVersion
 
@@ -75,6 +75,7 @@ class HandlerOutcome:
     memory_used_mb: int | None
     platform_log: str = ""  # a line Lambda itself adds to the log, such as a timeout notice
     error_type: str | None = None
+    content_type: str = JSON_CONTENT_TYPE  # the answer's; a handler's bytes are answered as application/unknown
 
 
 def _error_outcome(
@@ -366,6 +367,7 @@ class Worker:
             init_duration_ms=init_duration_ms,
             memory_used_mb=reply.get("memory_used_mb"),
             error_type=error_type,
+            content_type=reply.get("content_type", JSON_CONTENT_TYPE),
         )
 
     def _output_tail(self) -> bytes:

@@ -41,6 +41,9 @@ from local_lambda.manifest import (
 
 logger = logging.getLogger(__name__)
 
+# The default handler's module may also be a package, as Python imports either.
+DEFAULT_HANDLER_PACKAGE = str(Path(DEFAULT_HANDLER_FILE).with_suffix("") / "__init__.py")
+
 MAX_LIST_PAGE = 50  # ListFunctions answers at most this many per page, whatever MaxItems asks for
 # $LATEST's files are scanned at every call, so that an edit counts at once. For a large folder (vendored
 # packages) a scan costs milliseconds, more than the rest of a warm call: a scan slower than this is reused
@@ -162,7 +165,8 @@ class FunctionRegistry:
             elif _is_function_folder(Path(entry.path)):
                 names.append(entry.name)
             else:
-                self._report_not_a_function(entry.name, f"it holds neither {MANIFEST_FILE} nor {DEFAULT_HANDLER_FILE}")
+                why = f"it holds neither {MANIFEST_FILE} nor {DEFAULT_HANDLER_FILE} nor {DEFAULT_HANDLER_PACKAGE}"
+                self._report_not_a_function(entry.name, why)
         return sorted(names)
 
     def _report_not_a_function(self, name: str, why: str) -> None:
@@ -177,8 +181,8 @@ class FunctionRegistry:
         try:
             if not FUNCTION_NAME.fullmatch(name):
                 raise FileNotFoundError(name)
-            # Without a manifest, the handler's file stands for it (every setting at its default).
-            stat = path.stat() if path.exists() else (directory / DEFAULT_HANDLER_FILE).stat()
+            # Without a manifest, the handler's module stands for it (every setting at its default).
+            stat = path.stat() if path.exists() else _default_handler_module(directory).stat()
         except (FileNotFoundError, NotADirectoryError):
             self._manifests.pop(name, None)
             raise ResourceNotFound(f"Function not found: {function_arn(self.region, name)}") from None
@@ -362,7 +366,14 @@ class FunctionRegistry:
 
 
 def _is_function_folder(directory: Path) -> bool:
-    return (directory / MANIFEST_FILE).is_file() or (directory / DEFAULT_HANDLER_FILE).is_file()
+    return (directory / MANIFEST_FILE).is_file() or _default_handler_module(directory).is_file()
+
+
+def _default_handler_module(directory: Path) -> Path:
+    """The file of the default handler's module: handler.py, or else a handler/ package's __init__.py."""
+    module = directory / DEFAULT_HANDLER_FILE
+    package = directory / DEFAULT_HANDLER_PACKAGE
+    return package if not module.is_file() and package.is_file() else module
 
 
 def _encode_marker(key: tuple[str, int]) -> str:

@@ -7,7 +7,6 @@ import base64
 import binascii
 import json
 import logging
-import math
 import os
 import time
 import uuid
@@ -19,10 +18,10 @@ from local_lambda.errors import (
     InvalidParameterValue,
     InvalidRequestContent,
     RequestEntityTooLarge,
-    RequestTooLarge,
     ResourceNotFound,
 )
 from local_lambda.events import EventInvokeConfig, EventQueue
+from local_lambda.invocation_log import invocation_log
 from local_lambda.logs import RecentLogs
 from local_lambda.manifest import LATEST, FunctionVersion
 from local_lambda.pool import (
@@ -87,6 +86,7 @@ class RuntimeAnswer:
     executed_version: str | None = None
     function_error: str | None = None
     log_result: str | None = None  # base64 of the log's last 4 KB, when LogType=Tail
+    content_type: str = "application/json"
 
 
 class LambdaRuntime:
@@ -156,11 +156,16 @@ class LambdaRuntime:
             raise InvalidParameterValue(f"InvocationType must be one of {', '.join(INVOCATION_TYPES)}")
         if log_type not in (None, "None", "Tail"):
             raise InvalidParameterValue("LogType must be None or Tail")
-        limit = MAX_EVENT_PAYLOAD_BYTES if invocation_type == "Event" else MAX_SYNC_PAYLOAD_BYTES
-        if len(payload) > limit:
-            # AWS refuses an oversized synchronous request before Lambda sees it, under another error name.
-            refused = RequestTooLarge if invocation_type == "Event" else RequestEntityTooLarge
-            raise refused(f"Request must be smaller than {limit} bytes for the Invoke operation")
+        if invocation_type == "Event" and len(payload) > MAX_EVENT_PAYLOAD_BYTES:
+            raise RequestEntityTooLarge(
+                f"{len(payload)} byte payload is too large for the Event invocation type "
+                f"(limit {MAX_EVENT_PAYLOAD_BYTES} bytes)"
+            )
+        if len(payload) > MAX_SYNC_PAYLOAD_BYTES:
+            # AWS refuses an oversized synchronous request before Lambda sees it.
+            raise RequestEntityTooLarge(
+                f"Request must be smaller than {MAX_SYNC_PAYLOAD_BYTES} bytes for the Invoke operation"
+            )
         resolved = self.registry.resolve(function_name, qualifier)
         try:
             json.loads(payload or b"{}")
@@ -178,9 +183,11 @@ class LambdaRuntime:
         outcome = await self._run(resolved, request_id, payload, context_json, trace_id=trace_id)
         log_result = None
         if log_type == "Tail":
-            log = _lambda_log(request_id, resolved.version, outcome)
+            log = invocation_log(request_id, resolved.version, outcome)
             log_result = base64.b64encode(log[-LOG_RESULT_BYTES:]).decode()
-        return RuntimeAnswer(200, outcome.payload, resolved.version.version, outcome.function_error, log_result)
+        return RuntimeAnswer(
+            200, outcome.payload, resolved.version.version, outcome.function_error, log_result, outcome.content_type
+        )
 
     def get_function_configuration(self, function_name: str, qualifier: str | None = None) -> FunctionConfiguration:
         """What Lambda reports of a function name (or ARN) and qualifier."""
@@ -305,7 +312,7 @@ class LambdaRuntime:
             pool.release(worker)
             slot.release()
             self._keep_workers_within_limit()
-        self.logs.add(manifest.name, version.version, request_id, _lambda_log(request_id, version, outcome))
+        self.logs.add(manifest.name, version.version, request_id, invocation_log(request_id, version, outcome))
         if outcome.error_type is not None:
             logger.info("%s:%s request %s failed: %s", manifest.name, version.version, request_id, outcome.error_type)
         if outcome.output and logger.isEnabledFor(logging.DEBUG):
@@ -397,23 +404,3 @@ def _decode_client_context(header: str | None) -> str | None:
     except (binascii.Error, ValueError, RecursionError):
         pass
     raise InvalidRequestContent("Client context must be a valid Base64-encoded JSON object.")
-
-
-def _lambda_log(request_id: str, version: FunctionVersion, outcome: HandlerOutcome) -> bytes:
-    """The invocation's log as Lambda writes it: START, what the handler wrote, END and REPORT."""
-    parts = [f"START RequestId: {request_id} Version: {version.version}\n".encode()]
-    if outcome.output:
-        parts.append(outcome.output if outcome.output.endswith(b"\n") else outcome.output + b"\n")
-    if outcome.platform_log:
-        parts.append(f"{outcome.platform_log}\n".encode())
-    parts.append(f"END RequestId: {request_id}\n".encode())
-    report = (
-        f"REPORT RequestId: {request_id}\tDuration: {outcome.duration_ms:.2f} ms\t"
-        f"Billed Duration: {max(1, math.ceil(outcome.duration_ms))} ms\tMemory Size: {version.memory_size} MB\t"
-    )
-    if outcome.memory_used_mb is not None:
-        report += f"Max Memory Used: {outcome.memory_used_mb} MB\t"
-    if outcome.init_duration_ms is not None:
-        report += f"Init Duration: {outcome.init_duration_ms:.2f} ms\t"
-    parts.append(f"{report}\n".encode())
-    return b"".join(parts)

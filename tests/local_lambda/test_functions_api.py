@@ -226,7 +226,9 @@ def test_a_folder_with_only_its_handler_is_a_function_with_the_defaults(
     assert answer == b'"bare"'
     said = [record.getMessage() for record in caplog.records if "is not a function" in record.getMessage()]
     assert len(said) == 1, said
-    assert said[0].endswith("notes is not a function: it holds neither function.json nor handler.py")
+    assert said[0].endswith(
+        "notes is not a function: it holds neither function.json nor handler.py nor handler/__init__.py"
+    )
 
 
 def test_get_function_reports_configuration_code_and_reservation(
@@ -275,3 +277,27 @@ def test_logging_config_is_rendered_as_lambda_reports_it(make_function: Function
         "SystemLogLevel": "WARN",
         "LogGroup": "/aws/lambda/quiet",
     }
+
+
+def test_a_folder_holding_a_handler_package_is_a_function_with_the_defaults(
+    functions_dir: Path, lambda_client: Any
+) -> None:
+    package = functions_dir / "packaged" / "handler"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from handler.answer import lambda_handler\n")
+    (package / "answer.py").write_text("def lambda_handler(event, context):\n    return {'from': __name__}\n")
+    (functions_dir / "empty-package" / "handler").mkdir(parents=True)  # no __init__.py: not a function
+
+    listed = [f["FunctionName"] for f in lambda_client.list_functions()["Functions"]]
+    configuration = lambda_client.get_function_configuration(FunctionName="packaged")
+    answer = lambda_client.invoke(FunctionName="packaged")["Payload"].read()
+
+    assert listed == ["packaged"]
+    assert (configuration["Handler"], configuration["Timeout"], configuration["MemorySize"]) == (
+        "handler.lambda_handler",
+        3,
+        128,
+    )
+    assert answer == b'{"from": "handler.answer"}'
+    with pytest.raises(lambda_client.exceptions.ResourceNotFoundException):
+        lambda_client.get_function_configuration(FunctionName="empty-package")
