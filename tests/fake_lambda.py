@@ -46,6 +46,7 @@ _LOWERCASE_MESSAGE = {
     "TooManyRequestsException",
     "InvalidRequestContentException",
     "RequestTooLargeException",
+    "RequestEntityTooLargeException",
     "InvalidParameterValueException",
 }
 
@@ -295,10 +296,20 @@ class FakeLambda:
         invocation_type = request.headers.get("x-amz-invocation-type", "RequestResponse")
         if invocation_type not in ("RequestResponse", "Event", "DryRun"):
             return Reply.error(400, "InvalidParameterValueException", f"bad InvocationType {invocation_type!r}")
-        limit = MAX_EVENT_PAYLOAD_BYTES if invocation_type == "Event" else MAX_SYNC_PAYLOAD_BYTES
-        if len(request.body) > limit:
+        # AWS's answers to an oversized request, as it words them for each invocation type.
+        size = len(request.body)
+        if invocation_type == "Event" and size > MAX_EVENT_PAYLOAD_BYTES:
             return Reply.error(
-                413, "RequestTooLargeException", f"Request must be smaller than {limit} bytes for the Invoke operation"
+                413,
+                "RequestEntityTooLargeException",
+                f"{size} byte payload is too large for the Event invocation type "
+                f"(limit {MAX_EVENT_PAYLOAD_BYTES} bytes)",
+            )
+        if size > MAX_SYNC_PAYLOAD_BYTES:
+            return Reply.error(
+                413,
+                "RequestEntityTooLargeException",
+                f"Request must be smaller than {MAX_SYNC_PAYLOAD_BYTES} bytes for the Invoke operation",
             )
         scripted = _next(function.scripted)
         if scripted is not None:

@@ -138,6 +138,7 @@ def test_the_client_sends_each_call_once(lambda_client, fake: FakeLambda, reply:
         (Reply.service_error("disk on fire"), UpstreamError, "disk on fire"),
         (Reply.error(400, "InvalidRequestContentException", "bad json"), InvalidRequest, "bad json"),
         (Reply.error(413, "RequestTooLargeException", "too big"), PayloadTooLarge, "too big"),
+        (Reply.error(413, "RequestEntityTooLargeException", "1048577 byte payload"), PayloadTooLarge, "1048577 byte"),
         (Reply.error(403, "AccessDeniedException", "no"), UpstreamError, "credentials"),
         (Reply.error(400, "SomethingNewException", "surprise"), UpstreamError, "SomethingNewException"),
     ],
