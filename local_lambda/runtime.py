@@ -104,6 +104,8 @@ class LambdaRuntime:
         self.settings = runtime_settings(os.environ) if settings is None else settings
         self.registry = FunctionRegistry(self.functions_dir, region)
         self._pools: dict[str, WorkerPool] = {}
+        # Each function's reservation as of its last call: whose idle workers may be retired to keep within limits.
+        self._reservations: dict[str, int | None] = {}
         self.concurrency = ConcurrencyLimits(self.settings.max_concurrency)
         self.events = EventQueue(
             self._run_event, region, self.settings.event_retry_delays, self.settings.dead_letter_dir
@@ -285,6 +287,7 @@ class LambdaRuntime:
             return self._worker_environment(version)
 
         reservation = manifest.reserved_concurrency
+        self._reservations[manifest.name] = reservation
         reserved_total = self.registry.reserved_concurrency_total()
         if worker_wait_seconds is not None:
             slot = await self.concurrency.wait_for(manifest.name, reservation, reserved_total, worker_wait_seconds)
@@ -321,17 +324,30 @@ class LambdaRuntime:
         return outcome
 
     def _keep_workers_within_limit(self) -> None:
-        """Retire the least recently used idle workers, of any function, while the runtime has more than its limit.
+        """Retire the least recently used idle workers while functions hold more than they may run at once.
 
         Idle workers hold memory as busy ones do: without this, every function that once had a burst would keep
-        that many workers for IDLE_WORKER_SECONDS, far more in all than the host holds.
+        that many workers for IDLE_WORKER_SECONDS, far more in all than the host holds. A reserved function keeps
+        workers up to its reservation (that capacity is guaranteed to it, as on Lambda); the unreserved functions
+        together keep at most the shared pool.
         """
-        total = sum(len(pool.workers) for pool in self._pools.values())
-        while total > self.concurrency.max_concurrency:
-            idle = [(pool.oldest_idle(), pool) for pool in self._pools.values()]
-            candidates = [(last_used, pool) for last_used, pool in idle if last_used is not None]
+        reserved_total = self.registry.reserved_concurrency_total()
+        unreserved: list[WorkerPool] = []
+        for name, pool in self._pools.items():
+            reservation = self._reservations.get(name)
+            if reservation is None:
+                unreserved.append(pool)
+                continue
+            extra = len(pool.workers) - max(1, reservation)
+            while extra > 0 and pool.oldest_idle() is not None:
+                pool.retire_oldest_idle()
+                extra -= 1
+        total = sum(len(pool.workers) for pool in unreserved)
+        allowed = max(1, self.concurrency.shared_pool(reserved_total))
+        while total > allowed:
+            candidates = [(last_used, pool) for pool in unreserved if (last_used := pool.oldest_idle()) is not None]
             if not candidates:
-                return  # all busy (reservations may take the runtime past its limit, as they are guaranteed)
+                return  # all busy: they end within the limit as their calls end
             min(candidates, key=lambda candidate: candidate[0])[1].retire_oldest_idle()
             total -= 1
 

@@ -129,3 +129,22 @@ def test_idle_workers_of_all_functions_stay_within_the_runtime_wide_limit(
 
     # The limit is 3: the fourth function's worker took the place of the least recently used one.
     assert [len(small_runtime.worker_pids(name)) for name in names] == [0, 1, 1, 1]
+
+
+def test_reserved_functions_keep_their_idle_workers_past_the_runtime_wide_limit(
+    make_function: FunctionMaker, small_runtime: LocalLambdaRuntime
+) -> None:
+    client = make_lambda_client(small_runtime.endpoint_url)
+    names = ["first", "second", "third", "fourth"]
+    for name in names:
+        make_function(name, HELD, concurrency=1)
+
+    for name in names:
+        invoke_json(client, name)
+    pids = [small_runtime.worker_pids(name) for name in names]
+    for name in names:
+        invoke_json(client, name)
+
+    # Reservations (4 in all, over the limit of 3) are each function's own: no warm worker is taken from them.
+    assert [len(found) for found in pids] == [1, 1, 1, 1]
+    assert [small_runtime.worker_pids(name) for name in names] == pids
