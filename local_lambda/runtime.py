@@ -12,9 +12,10 @@ import os
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from local_lambda.dependencies import DependencyCache
 from local_lambda.errors import (
     InvalidParameterValue,
     InvalidRequestContent,
@@ -22,6 +23,7 @@ from local_lambda.errors import (
     RequestTooLarge,
     TooManyRequests,
 )
+from local_lambda.interpreters import Interpreter, Interpreters
 from local_lambda.logs import RecentLogs
 from local_lambda.manifest import FunctionVersion
 from local_lambda.pool import (
@@ -37,6 +39,7 @@ from local_lambda.registry import (
     ResolvedFunction,
     function_arn,
 )
+from local_lambda.sandbox import SandboxFolders, WorkerLaunch, sandbox_identity
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +57,14 @@ MAX_QUEUED_EVENTS = 1000
 IDLE_WORKER_SECONDS = 600.0
 _IDLE_CHECK_SECONDS = 30.0
 # What workers inherit from the runtime's environment: what a handler needs to run and to reach AWS like a
-# Lambda function does (Lambda gives it credentials), but not the gateway's own secrets or settings.
-_INHERITED_VARIABLES = ("PATH", "HOME", "LC_ALL", "LC_CTYPE", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+# Lambda function does (Lambda gives it credentials), but not the gateway's own secrets or settings. Not HOME,
+# which Lambda leaves unset (and which would lead boto3 to the host's ~/.aws), nor TMPDIR: each function has
+# its own.
+_INHERITED_VARIABLES = ("PATH", "LC_ALL", "LC_CTYPE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 # Endpoints a function may be pointed at (a local DynamoDB, say) pass through; the host's credentials do not.
 _INHERITED_PREFIX = "AWS_ENDPOINT_URL"
+# Where the runtime keeps what it builds (the functions' installed requirements), unless told otherwise.
+DEFAULT_CACHE_DIR = Path("data/local-lambda")
 # Lambda's PATH; the host's own folders follow, so that tools a handler runs are still found here.
 LAMBDA_PATH = "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin"
 # What a function's code sees instead of the runtime's credentials, unless its manifest gives its own.
@@ -86,9 +93,17 @@ class LambdaRuntime:
     background work, `await close()` stops every worker.
     """
 
-    def __init__(self, functions_dir: Path | str, region: str = "us-east-1") -> None:
+    def __init__(
+        self, functions_dir: Path | str, region: str = "us-east-1", cache_dir: Path | str = DEFAULT_CACHE_DIR
+    ) -> None:
         self.functions_dir = Path(functions_dir).resolve()
         self.region = region
+        self.cache_dir = Path(cache_dir).resolve()
+        self.dependencies = DependencyCache(self.cache_dir / "dependencies")
+        self.interpreters = Interpreters()
+        self._sandbox = SandboxFolders(sandbox_identity())
+        # (function, runtime) pairs whose log has said that they run on another Python than they ask for.
+        self._interpreter_noticed: set[tuple[str, str]] = set()
         self.registry = FunctionRegistry(self.functions_dir, region)
         self._pools: dict[str, WorkerPool] = {}
         self._events: set[asyncio.Task[None]] = set()
@@ -114,6 +129,7 @@ class LambdaRuntime:
         self._idle_check = None
         pools, self._pools = list(self._pools.values()), {}
         await asyncio.gather(*(pool.close() for pool in pools))
+        self._sandbox.remove()
 
     async def _retire_idle_workers(self) -> None:
         while True:
@@ -194,10 +210,14 @@ class LambdaRuntime:
         trace_id: str = "",
     ) -> HandlerOutcome:
         version, manifest = resolved.version, resolved.manifest
+        interpreter = await self._interpreter(version.runtime)
+        packages = await self.dependencies.packages_for(version.code_dir, interpreter, version.function_name)
         # The code's fingerprint is part of the key, so an edited file sends the next call to a fresh worker
         # (and the stale warm ones are retired); so are the settings a worker is started with.
         snapshot = self.registry.snapshot(version)
         key = (
+            interpreter.path,
+            str(packages),
             version.version,
             str(version.code_dir),
             snapshot.fingerprint,
@@ -211,13 +231,13 @@ class LambdaRuntime:
         if pool is None:
             pool = self._pools[manifest.name] = WorkerPool(manifest.name)
 
-        def environment() -> dict[str, str]:
-            return self._worker_environment(version)
+        def launch() -> WorkerLaunch:
+            return self._worker_launch(version, interpreter, packages)
 
         if wait_for_worker:
-            worker = await pool.acquire_waiting(key, version, environment, manifest.concurrency)
+            worker = await pool.acquire_waiting(key, version, launch, manifest.concurrency)
         else:
-            worker = pool.acquire(key, version, environment, manifest.concurrency)
+            worker = pool.acquire(key, version, launch, manifest.concurrency)
         request = InvocationRequest(
             request_id=request_id,
             payload=payload,
@@ -231,6 +251,9 @@ class LambdaRuntime:
             outcome = await worker.invoke(request)
         finally:
             pool.release(worker)
+        if interpreter.notice and (manifest.name, version.runtime) not in self._interpreter_noticed:
+            self._interpreter_noticed.add((manifest.name, version.runtime))
+            outcome = replace(outcome, output=f"{interpreter.notice}\n".encode() + outcome.output)
         self.logs.add(manifest.name, version.version, request_id, _lambda_log(request_id, version, outcome))
         if outcome.error_type is not None:
             logger.info("%s:%s request %s failed: %s", manifest.name, version.version, request_id, outcome.error_type)
@@ -266,6 +289,25 @@ class LambdaRuntime:
         if outcome.function_error:
             logger.warning("Event invocation %s of %s failed: %s", request_id, name, outcome.payload[:1000])
 
+    async def _interpreter(self, runtime: str) -> Interpreter:
+        known = self.interpreters.known(runtime)
+        if known is not None:
+            return known
+        # The first time, candidates are run to ask their version: not on the loop.
+        return await asyncio.to_thread(self.interpreters.for_runtime, runtime)
+
+    def _worker_launch(self, version: FunctionVersion, interpreter: Interpreter, packages: Path | None) -> WorkerLaunch:
+        """How a worker of `version` starts: its interpreter, environment, imports and user."""
+        import_paths = [str(self._sandbox.provided_packages())]
+        if packages is not None:
+            import_paths.insert(0, str(packages))
+        return WorkerLaunch(
+            interpreter=interpreter.path,
+            environment=self._worker_environment(version),
+            import_paths=tuple(import_paths),
+            identity=self._sandbox.identity,
+        )
+
     def _worker_environment(self, version: FunctionVersion) -> dict[str, str]:
         """A worker's environment: a few inherited variables, the function's own, and those Lambda sets."""
         environment = {
@@ -285,6 +327,9 @@ class LambdaRuntime:
             {
                 "_HANDLER": version.handler,
                 "LAMBDA_TASK_ROOT": str(version.code_dir),
+                # Lambda's working directory is the code folder, and its Python runtime is started from a shell.
+                "PWD": str(version.code_dir),
+                "TMPDIR": str(self._sandbox.function_tmp(version.function_name)),
                 "LAMBDA_RUNTIME_DIR": str(WORKER_SCRIPT.parent),
                 "AWS_REGION": self.region,
                 "AWS_DEFAULT_REGION": self.region,

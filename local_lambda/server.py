@@ -19,7 +19,7 @@ from pathlib import Path
 
 from local_lambda.api import LambdaApi
 from local_lambda.http_server import HttpServer
-from local_lambda.runtime import MAX_SYNC_PAYLOAD_BYTES, LambdaRuntime
+from local_lambda.runtime import DEFAULT_CACHE_DIR, MAX_SYNC_PAYLOAD_BYTES, LambdaRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +28,14 @@ class LocalLambdaRuntime:
     """The Lambda API on host:port for the functions in `functions_dir`; `await start()`, `await stop()`."""
 
     def __init__(
-        self, functions_dir: Path | str, host: str = "127.0.0.1", port: int = 9001, region: str = "us-east-1"
+        self,
+        functions_dir: Path | str,
+        host: str = "127.0.0.1",
+        port: int = 9001,
+        region: str = "us-east-1",
+        cache_dir: Path | str = DEFAULT_CACHE_DIR,
     ) -> None:
-        self.runtime = LambdaRuntime(functions_dir, region)
+        self.runtime = LambdaRuntime(functions_dir, region, cache_dir)
         self.functions_dir = self.runtime.functions_dir
         self.host = host
         self.port = port  # the bound port once started (port 0 picks a free one)
