@@ -70,24 +70,22 @@ class WorkerLaunch:
             *arguments,
             *self.import_paths,
         ]
-        if self.identity is None:
-            return python
-        uid, gid = self.identity.uid, self.identity.gid
-        return [
-            _SETPRIV,
-            f"--reuid={uid}",
-            f"--regid={gid}",
-            "--clear-groups",
-            "--no-new-privs",
-            "--inh-caps=-all,+dac_read_search",
-            "--ambient-caps=+dac_read_search",
-            "--bounding-set=-all,+dac_read_search",
-            "--",
-            *python,
-        ]
+        return python if self.identity is None else [*_as_user(self.identity), *python]
 
 
-_SETPRIV = shutil.which("setpriv") or "setpriv"
+def _as_user(identity: SandboxIdentity) -> list[str]:
+    """The command prefix running a command as `identity`, keeping only the capability to read (see above)."""
+    return [
+        shutil.which("setpriv") or "setpriv",
+        f"--reuid={identity.uid}",
+        f"--regid={identity.gid}",
+        "--clear-groups",
+        "--no-new-privs",
+        "--inh-caps=-all,+dac_read_search",
+        "--ambient-caps=+dac_read_search",
+        "--bounding-set=-all,+dac_read_search",
+        "--",
+    ]
 
 
 def sandbox_identity() -> SandboxIdentity | None:
@@ -102,9 +100,22 @@ def sandbox_identity() -> SandboxIdentity | None:
         entry = pwd.getpwnam(SANDBOX_USER)
     except KeyError:
         entry = _create_sandbox_user()
-    if entry is None:
-        return SandboxIdentity(FALLBACK_SANDBOX_ID, FALLBACK_SANDBOX_ID)
-    return SandboxIdentity(entry.pw_uid, entry.pw_gid)
+    identity = (
+        SandboxIdentity(FALLBACK_SANDBOX_ID, FALLBACK_SANDBOX_ID)
+        if entry is None
+        else SandboxIdentity(entry.pw_uid, entry.pw_gid)
+    )
+    # Root in a container may lack the capabilities to change user: then every worker would fail to start.
+    try:
+        switched = subprocess.run([*_as_user(identity), "true"], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        logger.warning("cannot run workers as %s (%s): handlers run as root", SANDBOX_USER, error)
+        return None
+    if switched.returncode != 0:
+        reason = switched.stderr.decode(errors="replace").strip()
+        logger.warning("cannot run workers as %s (%s): handlers run as root", SANDBOX_USER, reason)
+        return None
+    return identity
 
 
 def _create_sandbox_user() -> pwd.struct_passwd | None:

@@ -190,3 +190,19 @@ def test_packages_vendored_into_the_folder_keep_working(
     _, payload = invoke_json(client, "user")
 
     assert payload == {"value": "vendored", "file": str(folder / "tinydep" / "__init__.py")}
+
+
+def test_requirements_are_installed_for_the_functions_own_python(
+    make_function: FunctionMaker, client: Any, cache_dir: Path, tmp_path: Path
+) -> None:
+    from tests.local_lambda.test_interpreters import installed_interpreter
+
+    if installed_interpreter("3.13") is None:
+        pytest.skip("no python3.13 installed here")
+    folder = make_function("user", USES_DEPENDENCY, runtime="python3.13")
+    (folder / REQUIREMENTS_FILE).write_text(f"{build_wheel(tmp_path / 'wheels', '1.0', 'first')}\n")
+
+    _, payload = invoke_json(client, "user")
+
+    assert payload["value"] == "first"
+    assert Path(payload["file"]).relative_to(cache_dir / "dependencies").parts[0].startswith("python3.13-")
