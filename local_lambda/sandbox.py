@@ -12,9 +12,11 @@ Lambda runs a handler as an unprivileged user (`sbx_user1051`) over a read-only 
   them (a pyenv interpreter under /root, a functions folder under a private temporary folder), while it can
   write nothing it does not own: the code folder is read-only to the handler.
 - /tmp: each function gets a folder of its own (TMPDIR, which `tempfile` follows), owned by the worker's user
-  and removed when the runtime stops. A private mount over /tmp would need a mount namespace set up between
-  fork and exec as root, which neither `subprocess` nor `setpriv` does; `unshare` could, at the cost of a
-  second helper process per cold start, and a handler writing to the literal path /tmp still sees the host's.
+  and removed when the runtime stops. The literal /tmp is still the host's: a private mount over it (a mount
+  namespace, which root could make) would hide whatever the worker needs under /tmp (its code, the provided
+  packages' links, a functions folder in a temporary folder) unless every such path moved to a fixed place
+  such as Lambda's /var/task, changing the paths a handler sees and reports.
+- Memory: `resident_kb` is what the runtime samples while an invocation runs (see local_lambda/pool.py).
 """
 
 from __future__ import annotations

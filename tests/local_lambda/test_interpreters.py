@@ -94,7 +94,8 @@ def test_candidates_that_fail_or_lie_about_their_version_are_passed_over(tmp_pat
     chosen = Interpreters(environ).for_runtime("python3.12")
 
     assert chosen.path == sys.executable
-    assert chosen.notice is not None and "no python3.12 interpreter found" in chosen.notice
+    assert chosen.notice is not None
+    assert "no python3.12 interpreter found" in chosen.notice
 
 
 def test_an_interpreter_named_in_the_setting_is_used(tmp_path: Path) -> None:
