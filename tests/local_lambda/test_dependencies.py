@@ -19,7 +19,7 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from local_lambda import LocalLambdaRuntime, publish_version
+from local_lambda import LocalLambdaRuntime, RuntimeProcess, publish_version
 from local_lambda.dependencies import REQUIREMENTS_FILE
 from tests.local_lambda.conftest import REGION, FunctionMaker, invoke_json, make_lambda_client
 
@@ -206,3 +206,31 @@ def test_requirements_are_installed_for_the_functions_own_python(
 
     assert payload["value"] == "first"
     assert Path(payload["file"]).relative_to(cache_dir / "dependencies").parts[0].startswith("python3.13-")
+
+
+def test_two_runtimes_on_one_cache_install_once(
+    make_function: FunctionMaker, functions_dir: Path, cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="local_lambda")
+    folder = make_function("user", USES_DEPENDENCY)
+    (folder / REQUIREMENTS_FILE).write_text(f"{build_wheel(tmp_path / 'wheels', '1.0', 'first')}\n")
+    first = LocalLambdaRuntime(functions_dir, port=0, region=REGION, cache_dir=cache_dir)
+    second = LocalLambdaRuntime(functions_dir, port=0, region=REGION, cache_dir=cache_dir)
+
+    with first.run_in_thread(), second.run_in_thread(), ThreadPoolExecutor(2) as pool:
+        clients = [make_lambda_client(first.endpoint_url), make_lambda_client(second.endpoint_url)]
+        answers = list(pool.map(lambda client: invoke_json(client, "user")[1]["value"], clients))
+
+    assert answers == ["first", "first"]
+    assert installs(caplog) == 1
+
+
+def test_the_command_lines_cache_folder(make_function: FunctionMaker, functions_dir: Path, tmp_path: Path) -> None:
+    folder = make_function("user", USES_DEPENDENCY)
+    (folder / REQUIREMENTS_FILE).write_text(f"{build_wheel(tmp_path / 'wheels', '1.0', 'first')}\n")
+    cache_dir = tmp_path / "elsewhere"
+
+    with RuntimeProcess.start(functions_dir, port=0, cache_dir=cache_dir) as process:
+        _, payload = invoke_json(make_lambda_client(process.endpoint_url), "user")
+
+    assert Path(payload["file"]).is_relative_to(cache_dir / "dependencies")
