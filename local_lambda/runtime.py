@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import uuid
 from collections import Counter
@@ -306,6 +307,10 @@ class LambdaRuntime:
             environment=self._worker_environment(version),
             import_paths=tuple(import_paths),
             identity=self._sandbox.identity,
+            # The runtime's own Python has the provided packages' bytecode already; another one has not.
+            bytecode_dir=None
+            if interpreter.path == sys.executable
+            else str(self._sandbox.function_bytecode(version.function_name)),
         )
 
     def _worker_environment(self, version: FunctionVersion) -> dict[str, str]:

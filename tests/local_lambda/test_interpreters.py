@@ -27,6 +27,7 @@ def lambda_handler(event, context):
         "execution_env": os.environ["AWS_EXECUTION_ENV"],
         "boto3": boto3.__version__,
         "text": "caf\\u00e9",
+        "bytecode": sys.pycache_prefix,
     }
 """
 
@@ -60,6 +61,9 @@ def test_a_function_runs_on_the_python_its_runtime_names(
 
     assert payload["boto3"] == boto3.__version__  # the provided copy
     assert "no python" not in base64.b64decode(response["LogResult"]).decode()
+    # boto3's bytecode for this Python is kept for the next cold start, outside the gateway's packages.
+    tag = "cpython-" + version.replace(".", "")
+    assert list(Path(payload["bytecode"]).rglob(f"botocore/__init__.{tag}.pyc"))
 
 
 def test_a_runtime_not_installed_runs_on_the_hosts_python_and_says_so_once(
@@ -71,6 +75,7 @@ def test_a_runtime_not_installed_runs_on_the_hosts_python_and_says_so_once(
     second, _ = invoke_json(lambda_client, "reporter", LogType="Tail")
 
     assert payload["version"] == HOST_VERSION
+    assert payload["bytecode"] is None  # the runtime's own Python has the provided packages' bytecode
     first_log = base64.b64decode(first["LogResult"]).decode()
     notice = f"local runtime: no python3.99 interpreter found (set {INTERPRETERS_VARIABLE} to name one); "
     assert notice + f"running on Python {HOST_VERSION} at {sys.executable}" in first_log
