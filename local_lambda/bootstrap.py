@@ -450,6 +450,8 @@ def main(argv: list[str]) -> int:
     _install_logging()
     started = time.perf_counter()
     peak_limit_kb = _limit_memory(memory_size_mb)
+    # The runtime stops this worker past that size, from now on: the handler's import counts too.
+    _write_all(reply_fd, encode_message({"kind": "limits", "resident_limit_kb": peak_limit_kb}))
     try:
         handler = _load_handler(os.environ["_HANDLER"])
     except InitError as error:
@@ -457,8 +459,7 @@ def main(argv: list[str]) -> int:
         _write_all(reply_fd, encode_message({"kind": "init_error"}, json.dumps(error.body).encode()))
         return 0
     init_ms = (time.perf_counter() - started) * 1000
-    ready = {"kind": "ready", "init_ms": init_ms, "resident_limit_kb": peak_limit_kb}
-    _write_all(reply_fd, encode_message(ready))
+    _write_all(reply_fd, encode_message({"kind": "ready", "init_ms": init_ms}))
     while True:
         message = _read_message(request_fd)
         if message is None:

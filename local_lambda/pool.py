@@ -167,10 +167,10 @@ class Worker:
         self._log_trimmer: asyncio.TimerHandle | None = None
         self._log_kept_tail = b""  # the log's last bytes before it was last emptied, during this invocation
         self._init_duration_ms: float | None = None
-        # The resident size (KiB) past which a running invocation is stopped, as the worker reported it when
-        # ready (its size before the handler was imported, plus the memory size); None until then.
+        # The resident size (KiB) past which the worker is stopped, as it reported it on starting (its size
+        # before the handler is imported, plus the memory size); None until then.
         self._resident_limit_kb: int | None = None
-        self._invocation_running = False
+        self._watching_memory = False  # while the handler is imported, and while an invocation runs
         self._out_of_memory = False  # the memory watch killed it
         self._pipe_ends: tuple[int, int] | None = None  # ours, between spawning and connecting them to the loop
         # False once the worker cannot take another invocation (it ended, timed out, or will exit).
@@ -218,18 +218,21 @@ class Worker:
             async with asyncio.timeout(INIT_TIMEOUT_SECONDS):
                 await self._connect_pipes()
                 metadata, body = await self._read_message()
+                if metadata.get("kind") == "limits":  # sent before the handler is imported
+                    self._resident_limit_kb = metadata.get("resident_limit_kb")
+                    self._watching_memory = True
+                    metadata, body = await self._read_message()
         except TimeoutError:
             await self._end()
             message = f"RequestId: {request_id} Error: Init timed out after {INIT_TIMEOUT_SECONDS:.2f} seconds"
             return _error_outcome("Sandbox.Timedout", message, output=self._output_tail(), platform_log=message)
         except (asyncio.IncompleteReadError, ConnectionError):
-            message = exit_message(request_id, await self._end())
-            return _error_outcome("Runtime.ExitError", message, output=self._output_tail(), platform_log=message)
+            return self._exit_outcome(request_id, await self._end(), duration_ms=0.0, init_duration_ms=None)
         finally:
+            self._watching_memory = False
             self._cancel_log_trim()
         self._init_duration_ms = (time.perf_counter() - started) * 1000
         if metadata.get("kind") != "init_error":
-            self._resident_limit_kb = metadata.get("resident_limit_kb")
             return None
         # Lambda reports an initialisation error on the invocation, and initialises afresh on the next one.
         await self._end()
@@ -319,7 +322,7 @@ class Worker:
         }
         started = time.perf_counter()
         self._write_transport.write(encode_message(metadata, request.payload))
-        self._invocation_running = True
+        self._watching_memory = True
         self._schedule_log_trim()
         try:
             async with asyncio.timeout(request.timeout_seconds):
@@ -341,30 +344,10 @@ class Worker:
             )
         except (asyncio.IncompleteReadError, ConnectionError):
             duration_ms = (time.perf_counter() - started) * 1000
-            message = exit_message(request.request_id, await self._end())
-            if self._out_of_memory:
-                # As Lambda reports a function its sandbox's memory limit stopped: the runtime was killed.
-                return replace(
-                    _error_outcome(
-                        "Runtime.OutOfMemory",
-                        message,
-                        output=self._output_tail(),
-                        duration_ms=duration_ms,
-                        init_duration_ms=init_duration_ms,
-                        platform_log=f"{message}\nRuntime.OutOfMemory",
-                    ),
-                    memory_used_mb=self.version.memory_size,
-                )
-            return _error_outcome(
-                "Runtime.ExitError",
-                message,
-                output=self._output_tail(),
-                duration_ms=duration_ms,
-                init_duration_ms=init_duration_ms,
-                platform_log=message,
-            )
+            returncode = await self._end()
+            return self._exit_outcome(request.request_id, returncode, duration_ms, init_duration_ms)
         finally:
-            self._invocation_running = False
+            self._watching_memory = False
             self._cancel_log_trim()
         duration_ms = (time.perf_counter() - started) * 1000
         if reply.get("exiting"):
@@ -380,6 +363,33 @@ class Worker:
             init_duration_ms=init_duration_ms,
             memory_used_mb=reply.get("memory_used_mb"),
             error_type=error_type,
+        )
+
+    def _exit_outcome(
+        self, request_id: str, returncode: int | None, duration_ms: float, init_duration_ms: float | None
+    ) -> HandlerOutcome:
+        """The outcome of a worker that ended without answering: killed for its memory, or on its own."""
+        message = exit_message(request_id, returncode)
+        if self._out_of_memory:
+            # As Lambda reports a function its sandbox's memory limit stopped: the runtime was killed.
+            return replace(
+                _error_outcome(
+                    "Runtime.OutOfMemory",
+                    message,
+                    output=self._output_tail(),
+                    duration_ms=duration_ms,
+                    init_duration_ms=init_duration_ms,
+                    platform_log=f"{message}\nRuntime.OutOfMemory",
+                ),
+                memory_used_mb=self.version.memory_size,
+            )
+        return _error_outcome(
+            "Runtime.ExitError",
+            message,
+            output=self._output_tail(),
+            duration_ms=duration_ms,
+            init_duration_ms=init_duration_ms,
+            platform_log=message,
         )
 
     def _output_tail(self) -> bytes:
@@ -420,14 +430,14 @@ class Worker:
         self._schedule_log_trim()
 
     def _check_memory(self) -> bool:
-        """Kill the worker when a running invocation has taken it past its memory size; whether it did.
+        """Kill the worker when its handler (being imported, or running) went past its memory size; whether it did.
 
         Lambda's sandbox is a cgroup the kernel stops the moment it is full. This check is the portable kind:
         the resident size sampled as often as the log is checked. A handler allocating faster than that can go
         past the size for one interval (and the worker's allocation ceiling, RLIMIT_DATA, still stops a runaway
         one at once); its peak is also checked after each invocation, so no overrun goes unreported.
         """
-        if not self._invocation_running or self._resident_limit_kb is None or self.process is None:
+        if not self._watching_memory or self._resident_limit_kb is None or self.process is None:
             return False
         resident = resident_kb(self.process.pid)
         if resident is None or resident <= self._resident_limit_kb:

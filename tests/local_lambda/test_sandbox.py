@@ -96,6 +96,33 @@ def test_memory_is_enforced_while_the_handler_runs(make_function: FunctionMaker,
     assert after == 1
 
 
+def test_memory_is_enforced_while_the_handler_is_imported(make_function: FunctionMaker, lambda_client: Any) -> None:
+    make_function(
+        "grows-on-import",
+        """
+        import time
+
+        CHUNKS = []
+        for _ in range(50):
+            CHUNKS.append(b"x" * (8 * 1024 * 1024))
+            time.sleep(0.005)
+        time.sleep(8)
+
+        def lambda_handler(event, context):
+            return len(CHUNKS)
+        """,
+        memory_size=128,
+    )
+
+    started = time.monotonic()
+    response, payload = invoke_json(lambda_client, "grows-on-import")
+
+    assert time.monotonic() - started < 5  # stopped while importing, not after its 8 s sleep
+    assert response["FunctionError"] == "Unhandled"
+    assert payload["errorType"] == "Runtime.OutOfMemory"
+    assert payload["errorMessage"].endswith("Error: Runtime exited with error: signal: killed")
+
+
 REPORTER = """
 import os
 import tempfile
