@@ -15,6 +15,7 @@ from pathlib import Path
 
 from local_lambda.errors import LambdaApiError
 from local_lambda.publish import publish_version
+from local_lambda.runtime import DEFAULT_CACHE_DIR
 from local_lambda.server import LocalLambdaRuntime
 from local_lambda.settings import SettingsError, runtime_settings
 
@@ -36,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001, help="0 picks a free port (printed when ready)")
     parser.add_argument("--region", default="us-east-1")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE_DIR,
+        help=f"where functions' requirements.txt are installed (default: ./{DEFAULT_CACHE_DIR})",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)  # RuntimeProcess reads the URL from it
     parser.add_argument("--watch-fd", type=int, help=argparse.SUPPRESS)  # stop when this pipe's writer is gone
@@ -57,7 +64,9 @@ async def _serve(args: argparse.Namespace) -> int:
         " and ".join(f"{delay:g}" for delay in settings.event_retry_delays),
         settings.dead_letter_dir,
     )
-    runtime = LocalLambdaRuntime(args.functions_dir, args.host, args.port, args.region, settings)
+    runtime = LocalLambdaRuntime(
+        args.functions_dir, args.host, args.port, args.region, settings, cache_dir=args.cache_dir
+    )
     try:
         await runtime.start()
     except OSError as error:

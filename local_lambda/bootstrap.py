@@ -1,11 +1,14 @@
 """The worker process: imports one function's handler once, then runs the invocations the runtime sends it.
 
-The runtime starts it as `python -P -u -X utf8 bootstrap.py REQUEST_FD REPLY_FD MEMORY_SIZE_MB` with the
-function's environment (LAMBDA_TASK_ROOT, _HANDLER, AWS_LAMBDA_*), its stdout and stderr going to the
-runtime's per-worker log file. Messages go both ways over the two pipes, framed by `encode_message`.
+The runtime starts it as `python -I -S -u -X utf8 bootstrap.py REQUEST_FD REPLY_FD MEMORY_SIZE_MB [PATH ...]`
+(isolated and without site-packages, see local_lambda/sandbox.py; the PATHs follow the code folder on
+sys.path) with the function's environment (LAMBDA_TASK_ROOT, _HANDLER, AWS_LAMBDA_*), its stdout and stderr
+going to the runtime's per-worker log file. Messages go both ways over the two pipes, framed by
+`encode_message`.
 
-This file uses the standard library only and imports nothing from its package: it runs before the
-function's folder is on sys.path, and the runtime imports it for the framing helpers.
+This file uses the standard library only and imports nothing from its package: its package is not on the
+worker's sys.path (handlers must not import the runtime), and the runtime imports it for the framing helpers.
+It runs on Python 3.9 and later, for functions whose runtime asks for another Python than the runtime's.
 """
 
 from __future__ import annotations
@@ -352,8 +355,8 @@ def _out_of_memory(request_id: str) -> tuple[dict[str, object], bytes, bool]:
     The worker exits after sending it: the heap of a process that ran out of memory is not worth trusting with
     the next invocation (Lambda, too, starts a new sandbox after an out-of-memory error).
     """
-    memory_size = os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]
-    message = f"RequestId: {request_id} Error: Runtime exited: the function used more than its {memory_size} MB"
+    # Lambda's words for a sandbox its memory limit stopped, whichever way the limit was met here.
+    message = f"RequestId: {request_id} Error: Runtime exited with error: signal: killed"
     body = {"errorMessage": message, "errorType": "Runtime.OutOfMemory", "requestId": request_id, "stackTrace": []}
     _log_error(body, with_traceback=False)
     return {"kind": "error", "memory_used_mb": _memory_used_mb()}, json.dumps(body).encode(), True
@@ -483,11 +486,15 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     task_root = os.environ["LAMBDA_TASK_ROOT"]
     os.chdir(task_root)
-    sys.path.insert(0, task_root)
+    # As on Lambda: the function's code first, then its dependencies and the provided boto3 (so a vendored
+    # copy wins), then the standard library.
+    sys.path[0:0] = [task_root, *argv[4:]]
     _check_bytecode_by_content(task_root)
     _install_logging()
     started = time.perf_counter()
     peak_limit_kb = _limit_memory(memory_size_mb)
+    # The runtime stops this worker past that size, from now on: the handler's import counts too.
+    _write_all(reply_fd, encode_message({"kind": "limits", "resident_limit_kb": peak_limit_kb}))
     try:
         handler = _load_handler(os.environ["_HANDLER"])
     except InitError as error:

@@ -11,12 +11,11 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +23,7 @@ from typing import IO, Any
 from local_lambda.bootstrap import HEADER_BYTES, JSON_CONTENT_TYPE, decode_lengths, encode_message
 from local_lambda.errors import ServiceFailure, TooManyRequests
 from local_lambda.manifest import FunctionVersion
+from local_lambda.sandbox import WorkerLaunch, resident_kb
 
 logger = logging.getLogger(__name__)
 
@@ -153,11 +153,12 @@ def _pipe_file(fd: int, mode: str) -> IO[bytes]:
 class Worker:
     """One worker process running one version of one function, one invocation at a time."""
 
-    def __init__(self, key: WorkerKey, version: FunctionVersion, environment: dict[str, str]) -> None:
+    def __init__(self, key: WorkerKey, version: FunctionVersion, launch: WorkerLaunch) -> None:
         self.key = key
         self.version = version
         self.log_stream_name = f"{datetime.now(UTC):%Y/%m/%d}/[{version.version}]{uuid.uuid4().hex}"
-        self._environment = {**environment, "AWS_LAMBDA_LOG_STREAM_NAME": self.log_stream_name}
+        self._launch = launch
+        self._environment = {**launch.environment, "AWS_LAMBDA_LOG_STREAM_NAME": self.log_stream_name}
         self.process: subprocess.Popen[bytes] | None = None
         self.last_used = time.monotonic()
         self._reader: asyncio.StreamReader | None = None
@@ -167,6 +168,11 @@ class Worker:
         self._log_trimmer: asyncio.TimerHandle | None = None
         self._log_kept_tail = b""  # the log's last bytes before it was last emptied, during this invocation
         self._init_duration_ms: float | None = None
+        # The resident size (KiB) past which the worker is stopped, as it reported it on starting (its size
+        # before the handler is imported, plus the memory size); None until then.
+        self._resident_limit_kb: int | None = None
+        self._watching_memory = False  # while the handler is imported, and while an invocation runs
+        self._out_of_memory = False  # the memory watch killed it
         self._pipe_ends: tuple[int, int] | None = None  # ours, between spawning and connecting them to the loop
         # False once the worker cannot take another invocation (it ended, timed out, or will exit).
         self._usable = True
@@ -213,14 +219,18 @@ class Worker:
             async with asyncio.timeout(INIT_TIMEOUT_SECONDS):
                 await self._connect_pipes()
                 metadata, body = await self._read_message()
+                if metadata.get("kind") == "limits":  # sent before the handler is imported
+                    self._resident_limit_kb = metadata.get("resident_limit_kb")
+                    self._watching_memory = True
+                    metadata, body = await self._read_message()
         except TimeoutError:
             await self._end()
             message = f"RequestId: {request_id} Error: Init timed out after {INIT_TIMEOUT_SECONDS:.2f} seconds"
             return _error_outcome("Sandbox.Timedout", message, output=self._output_tail(), platform_log=message)
         except (asyncio.IncompleteReadError, ConnectionError):
-            message = exit_message(request_id, await self._end())
-            return _error_outcome("Runtime.ExitError", message, output=self._output_tail(), platform_log=message)
+            return self._exit_outcome(request_id, await self._end(), duration_ms=0.0, init_duration_ms=None)
         finally:
+            self._watching_memory = False
             self._cancel_log_trim()
         self._init_duration_ms = (time.perf_counter() - started) * 1000
         if metadata.get("kind") != "init_error":
@@ -249,17 +259,9 @@ class Worker:
         self._pipe_ends = (request_write, reply_read)
         try:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-P",  # the worker's own folder must not shadow the handler's modules
-                    "-u",  # unbuffered, so what a handler printed before a timeout is in its log
-                    "-X",
-                    "utf8",  # Lambda's Python runs with LANG=en_US.UTF-8
-                    str(WORKER_SCRIPT),
-                    str(request_read),
-                    str(reply_write),
-                    str(self.version.memory_size),
-                ],
+                self._launch.command(
+                    WORKER_SCRIPT, [str(request_read), str(reply_write), str(self.version.memory_size)]
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=log_fd,
@@ -321,6 +323,7 @@ class Worker:
         }
         started = time.perf_counter()
         self._write_transport.write(encode_message(metadata, request.payload))
+        self._watching_memory = True
         self._schedule_log_trim()
         try:
             async with asyncio.timeout(request.timeout_seconds):
@@ -342,16 +345,10 @@ class Worker:
             )
         except (asyncio.IncompleteReadError, ConnectionError):
             duration_ms = (time.perf_counter() - started) * 1000
-            message = exit_message(request.request_id, await self._end())
-            return _error_outcome(
-                "Runtime.ExitError",
-                message,
-                output=self._output_tail(),
-                duration_ms=duration_ms,
-                init_duration_ms=init_duration_ms,
-                platform_log=message,
-            )
+            returncode = await self._end()
+            return self._exit_outcome(request.request_id, returncode, duration_ms, init_duration_ms)
         finally:
+            self._watching_memory = False
             self._cancel_log_trim()
         duration_ms = (time.perf_counter() - started) * 1000
         if reply.get("exiting"):
@@ -368,6 +365,33 @@ class Worker:
             memory_used_mb=reply.get("memory_used_mb"),
             error_type=error_type,
             content_type=reply.get("content_type", JSON_CONTENT_TYPE),
+        )
+
+    def _exit_outcome(
+        self, request_id: str, returncode: int | None, duration_ms: float, init_duration_ms: float | None
+    ) -> HandlerOutcome:
+        """The outcome of a worker that ended without answering: killed for its memory, or on its own."""
+        message = exit_message(request_id, returncode)
+        if self._out_of_memory:
+            # As Lambda reports a function its sandbox's memory limit stopped: the runtime was killed.
+            return replace(
+                _error_outcome(
+                    "Runtime.OutOfMemory",
+                    message,
+                    output=self._output_tail(),
+                    duration_ms=duration_ms,
+                    init_duration_ms=init_duration_ms,
+                    platform_log=f"{message}\nRuntime.OutOfMemory",
+                ),
+                memory_used_mb=self.version.memory_size,
+            )
+        return _error_outcome(
+            "Runtime.ExitError",
+            message,
+            output=self._output_tail(),
+            duration_ms=duration_ms,
+            init_duration_ms=init_duration_ms,
+            platform_log=message,
         )
 
     def _output_tail(self) -> bytes:
@@ -390,8 +414,13 @@ class Worker:
             self._log_trimmer = None
 
     def _trim_log(self) -> None:
-        """Past LOG_FILE_MAX_BYTES, keep the log's tail in memory and empty the file; then check again later."""
+        """Past LOG_FILE_MAX_BYTES, keep the log's tail in memory and empty the file; then check again later.
+
+        The worker's memory is checked at the same time (see _check_memory).
+        """
         if self._log is None:
+            return
+        if self._check_memory():
             return
         fd = self._log.fileno()
         if os.fstat(fd).st_size > LOG_FILE_MAX_BYTES:
@@ -401,6 +430,30 @@ class Worker:
             self._log_kept_tail = self._output_tail()
             os.ftruncate(fd, 0)
         self._schedule_log_trim()
+
+    def _check_memory(self) -> bool:
+        """Kill the worker when its handler (being imported, or running) went past its memory size; whether it did.
+
+        Lambda's sandbox is a cgroup the kernel stops the moment it is full. This check is the portable kind:
+        the resident size sampled as often as the log is checked. A handler allocating faster than that can go
+        past the size for one interval (and the worker's allocation ceiling, RLIMIT_DATA, still stops a runaway
+        one at once); its peak is also checked after each invocation, so no overrun goes unreported.
+        """
+        if not self._watching_memory or self._resident_limit_kb is None or self.process is None:
+            return False
+        resident = resident_kb(self.process.pid)
+        if resident is None or resident <= self._resident_limit_kb:
+            return False
+        logger.info(
+            "worker %s of %s: %s MB resident, over its %s MB; killing it",
+            self.pid,
+            self.version.function_name,
+            resident // 1024,
+            self.version.memory_size,
+        )
+        self._out_of_memory = True
+        self.kill()
+        return True
 
     def kill(self) -> None:
         """Kill the process and whatever its handler started, at once, without waiting (`stop` reaps it)."""
@@ -467,7 +520,7 @@ class WorkerPool:
         return [*self._idle, *self._busy]
 
     def acquire(
-        self, key: WorkerKey, version: FunctionVersion, environment: Callable[[], dict[str, str]], concurrency: int
+        self, key: WorkerKey, version: FunctionVersion, launch: Callable[[], WorkerLaunch], concurrency: int
     ) -> Worker:
         """A worker for `key`: a warm one when one is idle, else a new one; TooManyRequests when all are busy."""
         if len(self._busy) >= concurrency:
@@ -486,7 +539,7 @@ class WorkerPool:
             # Room for a new worker: retire the least recently used idle ones (other versions) beyond the limit.
             while self._idle and len(self._idle) + len(self._busy) >= concurrency:
                 self._retire(self._idle.pop(0))
-            worker = Worker(key, version, environment())
+            worker = Worker(key, version, launch())
         self._busy.add(worker)
         return worker
 

@@ -40,6 +40,7 @@ class RuntimeProcess:
         log_level: str = "INFO",
         stdout: int | IO[bytes] | None = None,
         stderr: int | IO[bytes] | None = None,
+        cache_dir: Path | str | None = None,
     ) -> RuntimeProcess:
         """Start the runtime and wait until it listens; RuntimeError if it exits or is not ready in time.
 
@@ -68,6 +69,7 @@ class RuntimeProcess:
             str(ready_write),
             "--watch-fd",
             str(watch_read),
+            *(["--cache-dir", str(Path(cache_dir).resolve())] if cache_dir is not None else []),
         ]
         try:
             process = subprocess.Popen(

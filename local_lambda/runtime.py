@@ -8,12 +8,14 @@ import binascii
 import json
 import logging
 import os
+import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from local_lambda.concurrency import ConcurrencyLimits
+from local_lambda.dependencies import DependencyCache
 from local_lambda.errors import (
     InvalidParameterValue,
     InvalidRequestContent,
@@ -21,6 +23,7 @@ from local_lambda.errors import (
     ResourceNotFound,
 )
 from local_lambda.events import EventInvokeConfig, EventQueue
+from local_lambda.interpreters import Interpreter, Interpreters
 from local_lambda.invocation_log import invocation_log
 from local_lambda.logs import RecentLogs
 from local_lambda.manifest import LATEST, FunctionVersion
@@ -39,6 +42,7 @@ from local_lambda.registry import (
     function_arn,
     unqualified_name,
 )
+from local_lambda.sandbox import SandboxFolders, WorkerLaunch, sandbox_identity
 from local_lambda.settings import RuntimeSettings, runtime_settings
 
 logger = logging.getLogger(__name__)
@@ -54,10 +58,14 @@ LOG_RESULT_BYTES = 4096
 IDLE_WORKER_SECONDS = 600.0
 _IDLE_CHECK_SECONDS = 30.0
 # What workers inherit from the runtime's environment: what a handler needs to run and to reach AWS like a
-# Lambda function does (Lambda gives it credentials), but not the gateway's own secrets or settings.
-_INHERITED_VARIABLES = ("PATH", "HOME", "LC_ALL", "LC_CTYPE", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+# Lambda function does (Lambda gives it credentials), but not the gateway's own secrets or settings. Not HOME,
+# which Lambda leaves unset (and which would lead boto3 to the host's ~/.aws), nor TMPDIR: each function has
+# its own.
+_INHERITED_VARIABLES = ("PATH", "LC_ALL", "LC_CTYPE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 # Endpoints a function may be pointed at (a local DynamoDB, say) pass through; the host's credentials do not.
 _INHERITED_PREFIX = "AWS_ENDPOINT_URL"
+# Where the runtime keeps what it builds (the functions' installed requirements), unless told otherwise.
+DEFAULT_CACHE_DIR = Path("data/local-lambda")
 # Lambda's PATH; the host's own folders follow, so that tools a handler runs are still found here.
 LAMBDA_PATH = "/var/lang/bin:/usr/local/bin:/usr/bin/:/bin:/opt/bin"
 # What a function's code sees instead of the runtime's credentials, unless its manifest gives its own.
@@ -97,11 +105,21 @@ class LambdaRuntime:
     """
 
     def __init__(
-        self, functions_dir: Path | str, region: str = "us-east-1", settings: RuntimeSettings | None = None
+        self,
+        functions_dir: Path | str,
+        region: str = "us-east-1",
+        settings: RuntimeSettings | None = None,
+        cache_dir: Path | str = DEFAULT_CACHE_DIR,
     ) -> None:
         self.functions_dir = Path(functions_dir).resolve()
         self.region = region
         self.settings = runtime_settings(os.environ) if settings is None else settings
+        self.cache_dir = Path(cache_dir).resolve()
+        self.dependencies = DependencyCache(self.cache_dir / "dependencies")
+        self.interpreters = Interpreters()
+        self._sandbox = SandboxFolders(sandbox_identity())
+        # (function, runtime) pairs whose log has said that they run on another Python than they ask for.
+        self._interpreter_noticed: set[tuple[str, str]] = set()
         self.registry = FunctionRegistry(self.functions_dir, region)
         self._pools: dict[str, WorkerPool] = {}
         # Each function's reservation as of its last call: whose idle workers may be retired to keep within limits.
@@ -132,6 +150,7 @@ class LambdaRuntime:
         self._idle_check = None
         pools, self._pools = list(self._pools.values()), {}
         await asyncio.gather(*(pool.close() for pool in pools))
+        self._sandbox.remove()
 
     async def _retire_idle_workers(self) -> None:
         while True:
@@ -266,10 +285,14 @@ class LambdaRuntime:
         trace_id: str = "",
     ) -> HandlerOutcome:
         version, manifest = resolved.version, resolved.manifest
+        interpreter = await self._interpreter(version.runtime)
+        packages = await self.dependencies.packages_for(version.code_dir, interpreter, version.function_name)
         # The code's fingerprint is part of the key, so an edited file sends the next call to a fresh worker
         # (and the stale warm ones are retired); so are the settings a worker is started with.
         snapshot = self.registry.snapshot(version)
         key = (
+            interpreter.path,
+            str(packages),
             version.version,
             str(version.code_dir),
             snapshot.fingerprint,
@@ -283,8 +306,8 @@ class LambdaRuntime:
         if pool is None:
             pool = self._pools[manifest.name] = WorkerPool(manifest.name)
 
-        def environment() -> dict[str, str]:
-            return self._worker_environment(version)
+        def launch() -> WorkerLaunch:
+            return self._worker_launch(version, interpreter, packages)
 
         reservation = manifest.reserved_concurrency
         self._reservations[manifest.name] = reservation
@@ -296,7 +319,7 @@ class LambdaRuntime:
         try:
             # Admitted, so the pool has room: its limit is the one the call was counted against.
             limit = reservation if reservation is not None else self.concurrency.shared_pool(reserved_total)
-            worker = pool.acquire(key, version, environment, max(1, limit))
+            worker = pool.acquire(key, version, launch, max(1, limit))
         except BaseException:
             slot.release()
             raise
@@ -315,6 +338,9 @@ class LambdaRuntime:
             pool.release(worker)
             slot.release()
             self._keep_workers_within_limit()
+        if interpreter.notice and (manifest.name, version.runtime) not in self._interpreter_noticed:
+            self._interpreter_noticed.add((manifest.name, version.runtime))
+            outcome = replace(outcome, output=f"{interpreter.notice}\n".encode() + outcome.output)
         self.logs.add(manifest.name, version.version, request_id, invocation_log(request_id, version, outcome))
         if outcome.error_type is not None:
             logger.info("%s:%s request %s failed: %s", manifest.name, version.version, request_id, outcome.error_type)
@@ -365,6 +391,29 @@ class LambdaRuntime:
             resolved, request_id, payload, client_context, worker_wait_seconds=worker_wait_seconds, trace_id=trace_id
         )
 
+    async def _interpreter(self, runtime: str) -> Interpreter:
+        known = self.interpreters.known(runtime)
+        if known is not None:
+            return known
+        # The first time, candidates are run to ask their version: not on the loop.
+        return await asyncio.to_thread(self.interpreters.for_runtime, runtime)
+
+    def _worker_launch(self, version: FunctionVersion, interpreter: Interpreter, packages: Path | None) -> WorkerLaunch:
+        """How a worker of `version` starts: its interpreter, environment, imports and user."""
+        import_paths = [str(self._sandbox.provided_packages())]
+        if packages is not None:
+            import_paths.insert(0, str(packages))
+        return WorkerLaunch(
+            interpreter=interpreter.path,
+            environment=self._worker_environment(version),
+            import_paths=tuple(import_paths),
+            identity=self._sandbox.identity,
+            # The runtime's own Python has the provided packages' bytecode already; another one has not.
+            bytecode_dir=None
+            if interpreter.path == sys.executable
+            else str(self._sandbox.function_bytecode(version.function_name)),
+        )
+
     def _worker_environment(self, version: FunctionVersion) -> dict[str, str]:
         """A worker's environment: a few inherited variables, the function's own, and those Lambda sets."""
         environment = {
@@ -384,6 +433,9 @@ class LambdaRuntime:
             {
                 "_HANDLER": version.handler,
                 "LAMBDA_TASK_ROOT": str(version.code_dir),
+                # Lambda's working directory is the code folder, and its Python runtime is started from a shell.
+                "PWD": str(version.code_dir),
+                "TMPDIR": str(self._sandbox.function_tmp(version.function_name)),
                 "LAMBDA_RUNTIME_DIR": str(WORKER_SCRIPT.parent),
                 "AWS_REGION": self.region,
                 "AWS_DEFAULT_REGION": self.region,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from local_lambda.api import LambdaApi
 from local_lambda.http_server import HttpServer
-from local_lambda.runtime import MAX_SYNC_PAYLOAD_BYTES, LambdaRuntime
+from local_lambda.runtime import DEFAULT_CACHE_DIR, MAX_SYNC_PAYLOAD_BYTES, LambdaRuntime
 from local_lambda.settings import RuntimeSettings
 
 logger = logging.getLogger(__name__)
@@ -35,9 +35,10 @@ class LocalLambdaRuntime:
         port: int = 9001,
         region: str = "us-east-1",
         settings: RuntimeSettings | None = None,
+        cache_dir: Path | str = DEFAULT_CACHE_DIR,
     ) -> None:
         # Without settings, they are read from the environment (LOCAL_LAMBDA_MAX_CONCURRENCY...).
-        self.runtime = LambdaRuntime(functions_dir, region, settings)
+        self.runtime = LambdaRuntime(functions_dir, region, settings, cache_dir)
         self.functions_dir = self.runtime.functions_dir
         self.host = host
         self.port = port  # the bound port once started (port 0 picks a free one)

@@ -67,6 +67,19 @@ def functions_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def exchange_dir(tmp_path: Path) -> Path:
+    """A folder both the test and its handlers write in.
+
+    Handlers may write nowhere else but their own TMPDIR: when the runtime runs as root they run as an
+    unprivileged user, which cannot write into the test's own temporary folders.
+    """
+    directory = tmp_path / "exchange"
+    directory.mkdir()
+    directory.chmod(0o777)
+    return directory
+
+
+@pytest.fixture
 def make_function(functions_dir: Path) -> FunctionMaker:
     """Write a function into the test's functions folder (see write_function)."""
 

@@ -54,7 +54,7 @@ def _throttle_reason(client: Any, name: str) -> str:
 
 
 def test_an_unreserved_function_runs_more_than_four_calls_at_once(
-    make_function: FunctionMaker, lambda_client: Any, tmp_path: Path
+    make_function: FunctionMaker, lambda_client: Any, exchange_dir: Path
 ) -> None:
     make_function(
         "gathering",
@@ -71,8 +71,9 @@ def test_an_unreserved_function_runs_more_than_four_calls_at_once(
             return os.getpid()
         """,
     )
-    folder = tmp_path / "arrivals"
+    folder = exchange_dir / "arrivals"
     folder.mkdir()
+    folder.chmod(0o777)  # the handlers write here, as the runtime's unprivileged user when it runs as root
 
     with ThreadPoolExecutor(6) as pool:
         calls = [
@@ -85,7 +86,7 @@ def test_an_unreserved_function_runs_more_than_four_calls_at_once(
 
 
 def test_reservations_and_the_shared_pool_throttle_with_lambdas_reasons(
-    make_function: FunctionMaker, small_runtime: LocalLambdaRuntime, tmp_path: Path
+    make_function: FunctionMaker, small_runtime: LocalLambdaRuntime, exchange_dir: Path
 ) -> None:
     client = make_lambda_client(small_runtime.endpoint_url)
     make_function("reserving", HELD, concurrency=2)
@@ -95,13 +96,13 @@ def test_reservations_and_the_shared_pool_throttle_with_lambdas_reasons(
 
     with ThreadPoolExecutor(3) as pool:
         try:
-            held = [_hold(pool, client, "shared-a", tmp_path, "a")]
+            held = [_hold(pool, client, "shared-a", exchange_dir, "a")]
             shared_refusal = _throttle_reason(client, "shared-b")
             # The reservation is there whatever the shared pool does, and no more than it.
-            held += [_hold(pool, client, "reserving", tmp_path, tag) for tag in ("r1", "r2")]
+            held += [_hold(pool, client, "reserving", exchange_dir, tag) for tag in ("r1", "r2")]
             reserved_refusal = _throttle_reason(client, "reserving")
         finally:
-            (tmp_path / "release").touch()
+            (exchange_dir / "release").touch()
         pids = [call.result()[1] for call in held]
 
     assert shared_refusal == "ConcurrentInvocationLimitExceeded"

@@ -41,10 +41,10 @@ def _records(dead_letter_dir: Path) -> list[dict[str, Any]]:
 
 
 def test_a_failing_event_is_retried_twice_then_written_as_lambdas_failure_record(
-    make_function: FunctionMaker, lambda_client: Any, tmp_path: Path, dead_letter_dir: Path
+    make_function: FunctionMaker, lambda_client: Any, exchange_dir: Path, dead_letter_dir: Path
 ) -> None:
     make_function("flaky", FLAKY)
-    attempts = tmp_path / "attempts"
+    attempts = exchange_dir / "attempts"
     event = {"attempts": str(attempts)}
 
     queued = lambda_client.invoke(FunctionName="flaky", InvocationType="Event", Payload=json.dumps(event))
@@ -71,10 +71,10 @@ def test_a_failing_event_is_retried_twice_then_written_as_lambdas_failure_record
 
 
 def test_maximum_retry_attempts_from_the_manifest(
-    make_function: FunctionMaker, lambda_client: Any, tmp_path: Path, dead_letter_dir: Path
+    make_function: FunctionMaker, lambda_client: Any, exchange_dir: Path, dead_letter_dir: Path
 ) -> None:
     make_function("once", FLAKY, event_invoke_config={"maximum_retry_attempts": 0})
-    attempts = tmp_path / "attempts"
+    attempts = exchange_dir / "attempts"
 
     lambda_client.invoke(FunctionName="once", InvocationType="Event", Payload=json.dumps({"attempts": str(attempts)}))
     wait_for(lambda: _records(dead_letter_dir) != [], "the failure record")
@@ -84,10 +84,14 @@ def test_maximum_retry_attempts_from_the_manifest(
 
 
 def test_an_event_that_succeeds_on_a_retry_leaves_no_record(
-    make_function: FunctionMaker, lambda_client: Any, runtime: LocalLambdaRuntime, tmp_path: Path, dead_letter_dir: Path
+    make_function: FunctionMaker,
+    lambda_client: Any,
+    runtime: LocalLambdaRuntime,
+    exchange_dir: Path,
+    dead_letter_dir: Path,
 ) -> None:
     make_function("recovers", FLAKY)
-    attempts = tmp_path / "attempts"
+    attempts = exchange_dir / "attempts"
 
     lambda_client.invoke(
         FunctionName="recovers",
@@ -100,9 +104,9 @@ def test_an_event_that_succeeds_on_a_retry_leaves_no_record(
     assert _records(dead_letter_dir) == []
 
 
-def test_invoke_async_queues_an_event(make_function: FunctionMaker, lambda_client: Any, tmp_path: Path) -> None:
+def test_invoke_async_queues_an_event(make_function: FunctionMaker, lambda_client: Any, exchange_dir: Path) -> None:
     make_function("flaky", FLAKY)
-    attempts = tmp_path / "attempts"
+    attempts = exchange_dir / "attempts"
 
     answer = lambda_client.invoke_async(
         FunctionName="flaky", InvokeArgs=json.dumps({"attempts": str(attempts), "succeed_on": 1})
@@ -116,10 +120,10 @@ def test_invoke_async_queues_an_event(make_function: FunctionMaker, lambda_clien
 
 
 def test_invoke_async_takes_the_aws_clis_path_with_its_slash(
-    make_function: FunctionMaker, runtime: LocalLambdaRuntime, tmp_path: Path
+    make_function: FunctionMaker, runtime: LocalLambdaRuntime, exchange_dir: Path
 ) -> None:
     make_function("flaky", FLAKY)
-    attempts = tmp_path / "attempts"
+    attempts = exchange_dir / "attempts"
     address = urlsplit(runtime.endpoint_url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
     try:
@@ -178,12 +182,12 @@ def test_runtime_settings_are_read_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_an_event_no_worker_takes_in_time_is_written_as_event_age_exceeded(
-    make_function: FunctionMaker, lambda_client: Any, tmp_path: Path, dead_letter_dir: Path
+    make_function: FunctionMaker, lambda_client: Any, exchange_dir: Path, dead_letter_dir: Path
 ) -> None:
     # A reservation of 0 throttles every call: the event waits in the queue until it is too old, as on Lambda.
     # (60 s is the shortest MaximumEventAgeInSeconds Lambda allows, so this test takes a minute.)
     make_function("stopped", FLAKY, concurrency=0, event_invoke_config={"maximum_event_age_in_seconds": 60})
-    attempts = tmp_path / "attempts"
+    attempts = exchange_dir / "attempts"
     event = {"attempts": str(attempts)}
 
     queued = lambda_client.invoke(FunctionName="stopped", InvocationType="Event", Payload=json.dumps(event))

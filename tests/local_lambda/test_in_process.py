@@ -40,14 +40,16 @@ async def test_start_and_stop_from_async_code(functions_dir: Path, make_function
     assert not _running(worker_pid)  # stop() ends the workers
 
 
-async def test_stop_ends_invocations_in_progress(functions_dir: Path, make_function: FunctionMaker) -> None:
+async def test_stop_ends_invocations_in_progress(
+    functions_dir: Path, make_function: FunctionMaker, exchange_dir: Path
+) -> None:
     make_function(
         "stuck",
         "import os, time\n\ndef lambda_handler(event, context):\n"
         "    open(event['pidfile'], 'w').write(str(os.getpid()))\n    time.sleep(60)\n",
         timeout=60,
     )
-    pidfile = functions_dir.parent / "stuck.pid"
+    pidfile = exchange_dir / "stuck.pid"
     async with LocalLambdaRuntime(functions_dir, port=0) as runtime:
         client = make_lambda_client(runtime.endpoint_url)
         call = asyncio.create_task(

@@ -43,7 +43,7 @@ def test_an_empty_payload_is_an_empty_event(make_function: FunctionMaker, lambda
 
 
 def test_event_answers_202_and_runs_the_function(
-    make_function: FunctionMaker, lambda_client: Any, tmp_path: Path
+    make_function: FunctionMaker, lambda_client: Any, exchange_dir: Path
 ) -> None:
     make_function(
         "writer",
@@ -54,7 +54,7 @@ def test_event_answers_202_and_runs_the_function(
             Path(event["path"]).write_text(event["text"])
         """,
     )
-    marker = tmp_path / "event-ran.txt"
+    marker = exchange_dir / "event-ran.txt"
 
     response = lambda_client.invoke(
         FunctionName="writer", InvocationType="Event", Payload=json.dumps({"path": str(marker), "text": "ran"})
@@ -303,7 +303,7 @@ def test_warm_workers_are_reused(make_function: FunctionMaker, lambda_client: An
 
 
 def test_concurrent_calls_get_their_own_workers_up_to_the_concurrency(
-    make_function: FunctionMaker, lambda_client: Any, runtime: LocalLambdaRuntime, tmp_path: Path
+    make_function: FunctionMaker, lambda_client: Any, runtime: LocalLambdaRuntime, exchange_dir: Path
 ) -> None:
     make_function(
         "gathering",
@@ -321,8 +321,9 @@ def test_concurrent_calls_get_their_own_workers_up_to_the_concurrency(
         """,
         concurrency=3,
     )
-    folder = tmp_path / "arrivals"
+    folder = exchange_dir / "arrivals"
     folder.mkdir()
+    folder.chmod(0o777)  # the handlers write in it
 
     with ThreadPoolExecutor(3) as pool:
         calls = [

@@ -154,7 +154,7 @@ def test_publish_copies_the_code_into_an_immutable_version(
 
 
 def test_the_runtime_process_takes_its_settings_from_the_environment(
-    functions_dir: Path, make_function: FunctionMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    functions_dir: Path, make_function: FunctionMaker, exchange_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As the module starts it: the runtime's process inherits the environment, settings included.
     monkeypatch.setenv("LOCAL_LAMBDA_MAX_CONCURRENCY", "1")
@@ -174,7 +174,7 @@ def test_the_runtime_process_takes_its_settings_from_the_environment(
             return "done"
         """,
     )
-    started, release = tmp_path / "started", tmp_path / "release"
+    started, release = exchange_dir / "started", exchange_dir / "release"
 
     with RuntimeProcess.start(functions_dir, port=0) as runtime:
         client = make_lambda_client(runtime.endpoint_url)
