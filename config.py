@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from local_lambda.settings import SettingsError as RuntimeSettingsError
+from local_lambda.settings import runtime_settings
+
 MODULE_NAME = "lambda_action"
 MODULE_VERSION = "2.0.0"
 
@@ -22,6 +25,8 @@ ENVIRONMENTS = ("development", "test", "staging", "production")
 # "auto" (the default outside production) becomes "aws" or "local" at start-up: see app.choose_lambda_backend.
 LAMBDA_BACKENDS = ("aws", "local", "auto")
 DEFAULT_FUNCTIONS_DIR = PROJECT_ROOT / "functions"
+# Variables of the embedded Lambda runtime's own (besides LOCAL_LAMBDA_PORT, which the module reads).
+LOCAL_LAMBDA_PREFIX = "LOCAL_LAMBDA_"
 SYSLOG_FACILITIES = (
     *("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp"),
     *(f"local{number}" for number in range(8)),
@@ -73,6 +78,9 @@ class Settings:
     # The embedded Lambda runtime (LAMBDA_BACKEND=local): where its functions live and its loopback port.
     local_functions_dir: str = str(DEFAULT_FUNCTIONS_DIR)
     local_lambda_port: int = 9001
+    # The embedded runtime's own settings (LOCAL_LAMBDA_MAX_CONCURRENCY, ...), from the environment or `.env`,
+    # passed on to the runtime's process, which reads them from its environment.
+    local_lambda_environment: tuple[tuple[str, str], ...] = ()
     aws_region: str = "us-east-1"
     # The AWS account whose functions the module invokes when given an ARN; unset, STS tells it (see README).
     aws_account_id: str = ""
@@ -322,6 +330,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         lambda_backend_reason=backend_reason,
         local_functions_dir=str((PROJECT_ROOT / reader.text("LOCAL_FUNCTIONS_DIR", "functions")).resolve()),
         local_lambda_port=reader.integer("LOCAL_LAMBDA_PORT", 9001, 0, 65535),
+        local_lambda_environment=_local_lambda_environment(environ),
         aws_region=reader.text("AWS_REGION", reader.text("AWS_DEFAULT_REGION", "us-east-1")),
         aws_account_id=_account_id(reader.text("AWS_ACCOUNT_ID", "")),
         lambda_function_prefix=prefix,
@@ -356,3 +365,20 @@ def environment_with_dotenv(dotenv_path: Path | None = None) -> dict[str, str]:
     path = dotenv_path or PROJECT_ROOT / ".env"
     values = {key: value for key, value in dotenv_values(path).items() if value is not None}
     return {**values, **os.environ}
+
+
+def _local_lambda_environment(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The embedded runtime's settings among `environ`, checked now: a bad one stops start-up, naming it."""
+    variables = tuple(
+        sorted(
+            (name, value)
+            for name, value in environ.items()
+            # Empty means the runtime's default, as for the module's own settings.
+            if name.startswith(LOCAL_LAMBDA_PREFIX) and name != "LOCAL_LAMBDA_PORT" and value.strip()
+        )
+    )
+    try:
+        runtime_settings(dict(variables))
+    except RuntimeSettingsError as error:
+        raise SettingsError(str(error)) from None
+    return variables

@@ -140,7 +140,11 @@ async def embedded_runtime(settings: Settings) -> AsyncIterator[Settings]:
         yield settings
         return
     async with kept_running(
-        settings.local_functions_dir, settings.local_lambda_port, settings.aws_region, settings.log_level
+        settings.local_functions_dir,
+        settings.local_lambda_port,
+        settings.aws_region,
+        settings.log_level,
+        environment=dict(settings.local_lambda_environment),
     ) as port:
         yield replace(settings, local_lambda_port=port)
 

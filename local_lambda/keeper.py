@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 from local_lambda.process import RuntimeProcess
@@ -25,6 +25,7 @@ async def kept_running(
     region: str,
     log_level: str = "INFO",
     *,
+    environment: Mapping[str, str] | None = None,
     ready_seconds: float = READY_SECONDS,
     check_seconds: float = CHECK_SECONDS,
 ) -> AsyncIterator[int]:
@@ -35,7 +36,9 @@ async def kept_running(
     """
 
     def start(on_port: int) -> RuntimeProcess:
-        return RuntimeProcess.start(functions_dir, "127.0.0.1", on_port, region, ready_seconds, log_level)
+        return RuntimeProcess.start(
+            functions_dir, "127.0.0.1", on_port, region, ready_seconds, log_level, environment=environment
+        )
 
     try:
         runtime = await asyncio.to_thread(start, port)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -41,14 +42,16 @@ class RuntimeProcess:
         stdout: int | IO[bytes] | None = None,
         stderr: int | IO[bytes] | None = None,
         cache_dir: Path | str | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> RuntimeProcess:
         """Start the runtime and wait until it listens; RuntimeError if it exits or is not ready in time.
 
-        Its ready line goes to `stdout` and its log to `stderr` (by default this process's own).
+        Its ready line goes to `stdout` and its log to `stderr` (by default this process's own). It inherits this
+        process's environment, with `environment` over it (the runtime's settings: LOCAL_LAMBDA_MAX_CONCURRENCY...).
         """
         ready_read, ready_write = os.pipe()
         watch_read, watch_write = os.pipe()
-        environment = dict(os.environ)
+        environment = {**os.environ, **(environment or {})}
         # The child imports this package whatever its working directory.
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_PARENT), os.environ.get("PYTHONPATH")]))
         command = [

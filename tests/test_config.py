@@ -346,3 +346,20 @@ def test_aws_account_id_is_twelve_digits_or_unset():
     assert load_settings({"AWS_ACCOUNT_ID": "123456789012"}).aws_account_id == "123456789012"
     with pytest.raises(SettingsError, match="AWS_ACCOUNT_ID='12345' must be the 12 digits"):
         load_settings({"AWS_ACCOUNT_ID": "12345"})
+
+
+def test_the_embedded_runtimes_own_settings_are_kept_for_its_process():
+    settings = settings_from(
+        LOCAL_LAMBDA_MAX_CONCURRENCY="7", LOCAL_LAMBDA_EVENT_RETRY_DELAYS="1,2", LOCAL_LAMBDA_PORT="9100"
+    )
+
+    assert settings.local_lambda_environment == (
+        ("LOCAL_LAMBDA_EVENT_RETRY_DELAYS", "1,2"),
+        ("LOCAL_LAMBDA_MAX_CONCURRENCY", "7"),
+    )
+    assert settings.local_lambda_port == 9100  # the module's own, not passed on
+
+
+def test_a_bad_setting_of_the_embedded_runtime_stops_start_up_naming_it():
+    assert "LOCAL_LAMBDA_MAX_CONCURRENCY" in refusal(LOCAL_LAMBDA_MAX_CONCURRENCY="many")
+    assert "LOCAL_LAMBDA_EVENT_RETRY_DELAYS" in refusal(LOCAL_LAMBDA_EVENT_RETRY_DELAYS="soon")

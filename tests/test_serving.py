@@ -551,6 +551,19 @@ def test_an_embedded_runtime_that_dies_is_started_again(start_module):
     assert module.stop() == 0, module.text()
 
 
+async def test_the_embedded_runtime_gets_its_own_settings_from_the_modules(
+    make_settings: SettingsFactory, capfd: pytest.CaptureFixture[str]
+):
+    # As from `.env`: the module reads them, the runtime's process gets them in its environment.
+    settings = make_settings(
+        LAMBDA_BACKEND="local", LOCAL_LAMBDA_PORT="0", LOG_LEVEL="INFO", LOCAL_LAMBDA_MAX_CONCURRENCY="7"
+    )
+    async with embedded_runtime(settings):
+        pass
+
+    assert "at most 7 calls at once across unreserved functions" in capfd.readouterr().err
+
+
 async def test_the_local_backend_starts_one_runtime_and_stops_it(make_settings: SettingsFactory):
     settings = make_settings(LAMBDA_BACKEND="local", LOCAL_LAMBDA_PORT="0")
     async with embedded_runtime(settings) as serving:
