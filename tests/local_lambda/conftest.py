@@ -23,6 +23,39 @@ WAIT_SECONDS = 10.0
 FunctionMaker = Callable[..., Path]
 
 
+# Each call marks its arrival in event["folder"] and waits (at most 5 s) until event["expected"] calls have
+# arrived: concurrent calls on distinct workers meet; calls made one after another would not.
+GATHERING = """
+import os
+import time
+from pathlib import Path
+
+def lambda_handler(event, context):
+    Path(event["folder"], str(os.getpid())).touch()
+    deadline = time.monotonic() + 5
+    while len(os.listdir(event["folder"])) < event["expected"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+"""
+
+# Holds its call until event["release"] exists, after touching event["started"]; then writes event["path"].
+GATED = """
+import os
+import time
+from pathlib import Path
+
+def lambda_handler(event, context):
+    if "started" in event:
+        Path(event["started"]).touch()
+        deadline = time.monotonic() + 10
+        while not os.path.exists(event["release"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    if "path" in event:
+        Path(event["path"]).write_text("ran")
+    return "done"
+"""
+
+
 def make_lambda_client(endpoint_url: str) -> Any:
     """A boto3 Lambda client for the runtime: any credentials, no retries, bounded reads."""
     return boto3.client(

@@ -12,7 +12,7 @@ import pytest
 
 from local_lambda import LocalLambdaRuntime
 from local_lambda.settings import RuntimeSettings
-from tests.local_lambda.conftest import REGION, FunctionMaker, invoke_json, make_lambda_client, wait_for
+from tests.local_lambda.conftest import GATHERING, REGION, FunctionMaker, invoke_json, make_lambda_client, wait_for
 
 # Holds its call until the `release` file exists, after touching its `started` file.
 HELD = """
@@ -58,18 +58,7 @@ def test_an_unreserved_function_runs_more_than_four_calls_at_once(
 ) -> None:
     make_function(
         "gathering",
-        """
-        import os
-        import time
-        from pathlib import Path
-
-        def lambda_handler(event, context):
-            Path(event["folder"], str(os.getpid())).touch()
-            deadline = time.monotonic() + 5
-            while len(os.listdir(event["folder"])) < event["expected"] and time.monotonic() < deadline:
-                time.sleep(0.01)
-            return os.getpid()
-        """,
+        GATHERING,
     )
     folder = exchange_dir / "arrivals"
     folder.mkdir()

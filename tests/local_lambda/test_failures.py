@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from local_lambda import LocalLambdaRuntime
-from tests.local_lambda.conftest import REGION, FunctionMaker, invoke_json, make_lambda_client, wait_for
+from tests.local_lambda.conftest import GATED, REGION, FunctionMaker, invoke_json, make_lambda_client, wait_for
 
 PID_OR_CRASH = """
 import os
@@ -316,23 +316,6 @@ def test_new_function_folders_are_served_without_a_restart(
 
     assert [f["FunctionName"] for f in lambda_client.list_functions()["Functions"]] == ["late"]
     assert invoke_json(lambda_client, "late")[1] == "here"
-
-
-GATED = """
-import os
-import time
-from pathlib import Path
-
-def lambda_handler(event, context):
-    if "started" in event:
-        Path(event["started"]).touch()
-        deadline = time.monotonic() + 10
-        while not os.path.exists(event["release"]) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    if "path" in event:
-        Path(event["path"]).write_text("ran")
-    return "done"
-"""
 
 
 def test_a_function_at_its_concurrency_is_throttled_at_once(

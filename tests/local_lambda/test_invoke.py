@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from local_lambda import LocalLambdaRuntime
-from tests.local_lambda.conftest import FunctionMaker, invoke_json, wait_for
+from tests.local_lambda.conftest import GATHERING, FunctionMaker, invoke_json, wait_for
 
 ECHO = """
 def lambda_handler(event, context):
@@ -307,18 +307,7 @@ def test_concurrent_calls_get_their_own_workers_up_to_the_concurrency(
 ) -> None:
     make_function(
         "gathering",
-        """
-        import os
-        import time
-        from pathlib import Path
-
-        def lambda_handler(event, context):
-            Path(event["folder"], str(os.getpid())).touch()
-            deadline = time.monotonic() + 5
-            while len(os.listdir(event["folder"])) < event["expected"] and time.monotonic() < deadline:
-                time.sleep(0.01)
-            return os.getpid()
-        """,
+        GATHERING,
         concurrency=3,
     )
     folder = exchange_dir / "arrivals"

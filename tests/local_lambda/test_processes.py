@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from local_lambda import RuntimeProcess, publish_version, start_runtime_process
-from tests.local_lambda.conftest import FunctionMaker, invoke_json, make_lambda_client, wait_for
+from tests.local_lambda.conftest import GATED, FunctionMaker, invoke_json, make_lambda_client, wait_for
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PID_HANDLER = "import os\n\ndef lambda_handler(event, context):\n    return {'pid': os.getpid(), 'event': event}\n"
@@ -158,22 +158,7 @@ def test_the_runtime_process_takes_its_settings_from_the_environment(
 ) -> None:
     # As the module starts it: the runtime's process inherits the environment, settings included.
     monkeypatch.setenv("LOCAL_LAMBDA_MAX_CONCURRENCY", "1")
-    make_function(
-        "held",
-        """
-        import os
-        import time
-        from pathlib import Path
-
-        def lambda_handler(event, context):
-            if "started" in event:
-                Path(event["started"]).touch()
-                deadline = time.monotonic() + 10
-                while not os.path.exists(event["release"]) and time.monotonic() < deadline:
-                    time.sleep(0.01)
-            return "done"
-        """,
-    )
+    make_function("held", GATED)
     started, release = exchange_dir / "started", exchange_dir / "release"
 
     with RuntimeProcess.start(functions_dir, port=0) as runtime:
