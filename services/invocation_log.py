@@ -119,6 +119,21 @@ class InvocationLog:
         """
         self._journal.append_outcome_durable(_outcome_entry(record, outcome))
 
+    def write_outcome(self, record: InvocationStart, outcome: InvocationOutcome) -> int:
+        """Journal how an invocation ended, not yet durable; the position to await `outcome_durable` with.
+
+        Blocking: called by the thread that called Lambda, right after its answer. OSError when the journal
+        cannot be written (see `record_directly`).
+        """
+        return self._journal.append_outcome_later(_outcome_entry(record, outcome))
+
+    async def outcome_durable(self, position: int) -> None:
+        """Return once the outcomes written up to `position` are durable (one fdatasync for all who wait).
+
+        OSError when they cannot be made so (see `record_directly`).
+        """
+        await self._journal.made_durable(position)
+
     async def record_outcome(self, record: InvocationStart, outcome: InvocationOutcome) -> None:
         """Journal how an invocation ended and return once that is durable; never raises.
 

@@ -13,8 +13,9 @@ On disk, under LOG_SPOOL_DIR:
 The segment being written is mapped into memory (a shared mapping of a file allocated SEGMENT_BYTES long up front):
 an entry is written by copying it into the mapping, with no system call, and the pages belong to the kernel the
 moment the copy ends (a SIGKILL leaves them in the file). Entries are written by the threads that call Lambda, right
-before and after each call; the first of them to need an fdatasync makes it for everything written so far, and the
-others waiting meanwhile are covered by it (group commit). The unwritten rest of a segment reads as zero bytes,
+before and after each call. An outcome's answer then waits on the event loop while the journal's syncer thread makes
+one fdatasync for everything written so far and settles every answer waiting for it at once (group commit): no
+Lambda thread blocks on the disk, and the loop is woken once per fdatasync, not once per call. The unwritten rest of a segment reads as zero bytes,
 which no entry holds (entries are ASCII JSON lines), so a reader knows where the entries end.
 
 A segment is deleted once everything in it is in the database and no invocation started in it is still running.
@@ -132,6 +133,11 @@ class Journal:
         self._lock = threading.Lock()
         # Held by the thread making an fdatasync; the others wait on it, then find themselves covered.
         self._sync_lock = threading.Lock()
+        # Outcomes the event loop waits to see durable (position, loop, future), and the thread that syncs for them:
+        # one fdatasync and one wake of the loop for all that wait, however many, and no Lambda thread blocked.
+        self._durable_waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters_changed = threading.Condition()
+        self._syncer: threading.Thread | None = None
         # For journal writes of code on the event loop (refusals, failures): they too keep off the loop.
         self._io_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-io")
         # The segment each running invocation's start is in, so its outcome can release that segment.
@@ -237,6 +243,61 @@ class Journal:
             if started_in is not None:
                 started_in.open_starts -= 1
         self._sync_to(position)
+
+    def append_outcome_later(self, entry: Entry) -> int:
+        """Write an invocation's outcome, not yet durable: the position to await `made_durable` with before the
+        caller gets its answer.
+
+        From any thread; OSError when the outcome could not be written.
+        """
+        line = _encode(entry)
+        with self._lock:
+            _, position = self._append(line)
+            started_in = self._start_segment.pop(entry["invocation_id"], None)
+            if started_in is not None:
+                started_in.open_starts -= 1
+        return position
+
+    async def made_durable(self, position: int) -> None:
+        """Return once everything written up to `position` is durable; OSError when it cannot be made so.
+
+        The journal's syncer thread makes one fdatasync for every outcome waiting when it begins (group commit) and
+        wakes the loop once for all the waits it settles; the threads that called Lambda never wait for it.
+        """
+        if self._synced >= position:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        with self._waiters_changed:
+            if self._closed:
+                raise OSError("the invocation journal is closed")
+            self._durable_waiters.append((position, loop, waiter))
+            if self._syncer is None:
+                self._syncer = threading.Thread(target=self._sync_for_waiters, name="journal-sync", daemon=True)
+                self._syncer.start()
+            self._waiters_changed.notify()
+        await waiter
+
+    def _sync_for_waiters(self) -> None:
+        """The syncer thread: make durable what the waiting outcomes need, then settle them; until closed."""
+        while True:
+            with self._waiters_changed:
+                while not self._durable_waiters and not self._closed:
+                    self._waiters_changed.wait()
+                waiters, self._durable_waiters = self._durable_waiters, []
+            if not waiters:
+                return
+            error: OSError | None = None
+            try:
+                self._sync_to(max(position for position, _, _ in waiters))
+            except OSError as failure:
+                error = failure
+            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+            for _, loop, waiter in waiters:
+                by_loop.setdefault(loop, []).append(waiter)
+            for loop, futures in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+                    loop.call_soon_threadsafe(_settle, futures, error)
 
     async def append_outcome(self, entry: Entry) -> None:
         """`append_outcome_durable` for code on the event loop, run on the journal's own thread."""
@@ -385,6 +446,11 @@ class Journal:
                 return
             self._closed = True
         self._io_thread.shutdown(wait=True)
+        with self._waiters_changed:
+            syncer = self._syncer
+            self._waiters_changed.notify()
+        if syncer is not None:
+            syncer.join()  # outcomes still waiting get the closed journal's OSError (their records go direct)
         with self._sync_lock, self._lock:  # after any fdatasync under way
             segments = [*self._retired, *([(self._segment, self._fd, self._map)] if self._map is not None else [])]
             self._retired, self._map, self._fd = [], None, -1
@@ -399,6 +465,17 @@ class Journal:
         for folder in self.folders:
             with contextlib.suppress(OSError):
                 os.close(folder.lock_fd)
+
+
+def _settle(futures: list[asyncio.Future[None]], error: OSError | None) -> None:
+    """On the waiters' loop: each durable (or failed with `error`)."""
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 def interrupted_outcome(invocation_id: str, completed_at: str) -> Entry:

@@ -550,6 +550,11 @@ class LambdaService:
             if failure is not error:
                 raise failure from error
             raise
+        if journaled.outcome_error is None:
+            try:
+                await self._log.outcome_durable(journaled.outcome_position)
+            except Exception as error:
+                journaled.outcome_error = error
         if journaled.outcome_error is not None:
             logger.error(
                 "the journal did not take the outcome of %s (%s); writing it directly",
@@ -608,7 +613,8 @@ class LambdaService:
             log_tail=result.log_result,
         )
         try:
-            self._log.record_outcome_blocking(record, outcome)
+            # Made durable by the journal's syncer, which the loop waits for: this thread goes back to the pool.
+            journaled.outcome_position = self._log.write_outcome(record, outcome)
         except Exception as error:
             # The answer stands: the loop writes the record to the database directly instead.
             journaled.outcome_error = error
@@ -732,6 +738,8 @@ class _Journaled:
     started: bool = False
     start_failed: bool = False
     outcome_error: Exception | None = None
+    # Where the outcome ends in the journal: the answer waits until the journal is durable that far.
+    outcome_position: int = 0
 
 
 def _fingerprint_of(request: InvokeRequest) -> str:

@@ -16,6 +16,7 @@ import pytest
 
 from config import normalize_database_url
 from models import connect
+from services import journal as journal_module
 from services.database import Database
 from services.errors import JournalFull
 from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, utc_now
@@ -427,6 +428,63 @@ async def test_starts_and_outcomes_written_by_many_threads_each_make_one_row(log
     assert sorted(row["invocation_id"] for row in rows) == sorted(record.invocation_id for record in records)
     assert all(row["success"] is True and row["completed_at"] is not None for row in rows)
     assert log.state().unshipped_bytes == 0
+
+
+async def test_outcomes_written_by_many_threads_are_made_durable_together(
+    log: InvocationLog, database: Database, monkeypatch: pytest.MonkeyPatch
+):
+    # As the Lambda threads write them (not yet durable), then the loop waits for each: few fdatasyncs cover all.
+    syncs: list[int] = []
+    make_durable = journal_module._sync_segments
+
+    def counted(*arguments, **keywords) -> None:
+        syncs.append(1)
+        make_durable(*arguments, **keywords)
+
+    monkeypatch.setattr(journal_module, "_sync_segments", counted)
+    records = [_start() for _ in range(400)]
+
+    def invocation(record: InvocationStart) -> int:
+        log.record_start(record)
+        return log.write_outcome(record, _outcome(record))
+
+    async def answered(position: int) -> None:
+        await log.outcome_durable(position)
+        assert log._journal._synced >= position  # nobody is answered before their outcome is durable
+
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=16) as threads:
+        positions = await asyncio.gather(*(loop.run_in_executor(threads, invocation, record) for record in records))
+    await asyncio.gather(*(answered(position) for position in positions))
+
+    assert 1 <= len(syncs) < len(records)
+    assert await log.flush(10)
+    assert sorted(row["invocation_id"] for row in _rows(database)) == sorted(r.invocation_id for r in records)
+
+
+async def test_an_outcome_that_cannot_be_made_durable_fails_its_wait(
+    log: InvocationLog, monkeypatch: pytest.MonkeyPatch
+):
+    def failing(*_: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(journal_module, "_sync_segments", failing)
+    record = _start()
+    log.record_start(record)
+    position = await asyncio.to_thread(log.write_outcome, record, _outcome(record))
+
+    with pytest.raises(OSError, match="could not be made durable"):
+        await log.outcome_durable(position)
+
+
+async def test_an_outcome_waiting_when_the_journal_closes_fails_its_wait(log: InvocationLog):
+    record = _start()
+    log.record_start(record)
+    position = await asyncio.to_thread(log.write_outcome, record, _outcome(record))
+    await asyncio.to_thread(log._journal.close)
+
+    with pytest.raises(OSError, match="closed"):
+        await log.outcome_durable(position)
 
 
 async def test_an_outcome_is_in_the_journal_file_when_record_outcome_blocking_returns(log: InvocationLog, spool: Path):

@@ -15,6 +15,7 @@ import pytest
 from botocore.config import Config
 
 from app import Services, build_services
+from services import journal as journal_module
 from services.domain import Caller, FunctionInfo, InvokeRequest, InvokeResult
 from services.errors import (
     ConcurrencyLimitReached,
@@ -755,12 +756,28 @@ async def test_when_the_journal_cannot_take_an_outcome_the_answer_stands_and_the
         raise OSError(28, "No space left on device")
 
     # A fault injected where the disk would fail: the journal takes the start, then not the outcome.
-    monkeypatch.setattr(journal, "append_outcome_durable", disk_full)
+    monkeypatch.setattr(journal, "append_outcome_later", disk_full)
 
     result = await invoke(module.service, payload=b'{"n": 1}')
 
     assert result.success is True
     assert len(fake.calls("Invoke")) == 1
+    record = await invocation_row(module, result.invocation_id)
+    assert record is not None
+    assert (record["success"], record["status_code"], record["completed_at"] is not None) == (True, 200, True)
+
+
+async def test_when_the_journal_cannot_make_an_outcome_durable_the_answer_stands_and_the_record_goes_to_the_database(
+    module: Services, fake: FakeLambda, monkeypatch: pytest.MonkeyPatch
+):
+    # The disk fails under the outcome's fdatasync (the start was written, and the outcome copied in).
+    def disk_failed(*_: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(journal_module, "_sync_segments", disk_failed)
+    result = await invoke(module.service, payload=b'{"n": 2}')
+
+    assert result.success is True
     record = await invocation_row(module, result.invocation_id)
     assert record is not None
     assert (record["success"], record["status_code"], record["completed_at"] is not None) == (True, 200, True)
