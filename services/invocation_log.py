@@ -112,13 +112,6 @@ class InvocationLog:
         """
         self._journal.append_start(_start_entry(record))
 
-    def record_outcome_blocking(self, record: InvocationStart, outcome: InvocationOutcome) -> None:
-        """Journal how an invocation ended, durable on return; OSError when it could not be (see `record_directly`).
-
-        Blocking: called by the thread that called Lambda, right after its answer.
-        """
-        self._journal.append_outcome_durable(_outcome_entry(record, outcome))
-
     def write_outcome(self, record: InvocationStart, outcome: InvocationOutcome) -> int:
         """Journal how an invocation ended, not yet durable; the position to await `outcome_durable` with.
 

@@ -15,8 +15,9 @@ an entry is written by copying it into the mapping, with no system call, and the
 moment the copy ends (a SIGKILL leaves them in the file). Entries are written by the threads that call Lambda, right
 before and after each call. An outcome's answer then waits on the event loop while the journal's syncer thread makes
 one fdatasync for everything written so far and settles every answer waiting for it at once (group commit): no
-Lambda thread blocks on the disk, and the loop is woken once per fdatasync, not once per call. The unwritten rest of a segment reads as zero bytes,
-which no entry holds (entries are ASCII JSON lines), so a reader knows where the entries end.
+Lambda thread blocks on the disk, and the loop is woken once per fdatasync, not once per call. The unwritten
+rest of a segment reads as zero bytes, which no entry holds (entries are ASCII JSON lines), so a reader knows where
+the entries end.
 
 A segment is deleted once everything in it is in the database and no invocation started in it is still running.
 A folder whose lock nobody holds was left by a process that ended: another process adopts it, completes what it

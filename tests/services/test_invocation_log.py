@@ -411,25 +411,6 @@ async def test_a_segment_a_killed_process_left_mid_copy_ships_its_whole_entries(
     assert (row["invocation_id"], row["error_code"]) == (record.invocation_id, "Interrupted")
 
 
-async def test_starts_and_outcomes_written_by_many_threads_each_make_one_row(log: InvocationLog, database: Database):
-    # As the Lambda threads write them: starts before the call, durable outcomes after, all at once.
-    records = [_start() for _ in range(400)]
-
-    def invocation(record: InvocationStart) -> None:
-        log.record_start(record)
-        log.record_outcome_blocking(record, _outcome(record))
-
-    loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(max_workers=16) as threads:
-        await asyncio.gather(*(loop.run_in_executor(threads, invocation, record) for record in records))
-    assert await log.flush(10)
-
-    rows = _rows(database)
-    assert sorted(row["invocation_id"] for row in rows) == sorted(record.invocation_id for record in records)
-    assert all(row["success"] is True and row["completed_at"] is not None for row in rows)
-    assert log.state().unshipped_bytes == 0
-
-
 async def test_outcomes_written_by_many_threads_are_made_durable_together(
     log: InvocationLog, database: Database, monkeypatch: pytest.MonkeyPatch
 ):
@@ -459,7 +440,10 @@ async def test_outcomes_written_by_many_threads_are_made_durable_together(
 
     assert 1 <= len(syncs) < len(records)
     assert await log.flush(10)
-    assert sorted(row["invocation_id"] for row in _rows(database)) == sorted(r.invocation_id for r in records)
+    rows = _rows(database)
+    assert sorted(row["invocation_id"] for row in rows) == sorted(record.invocation_id for record in records)
+    assert all(row["success"] is True and row["completed_at"] is not None for row in rows)
+    assert log.state().unshipped_bytes == 0
 
 
 async def test_an_outcome_that_cannot_be_made_durable_fails_its_wait(
@@ -487,10 +471,10 @@ async def test_an_outcome_waiting_when_the_journal_closes_fails_its_wait(log: In
         await log.outcome_durable(position)
 
 
-async def test_an_outcome_is_in_the_journal_file_when_record_outcome_blocking_returns(log: InvocationLog, spool: Path):
+async def test_an_outcome_is_in_the_journal_file_when_write_outcome_returns(log: InvocationLog, spool: Path):
     record = _start()
     log.record_start(record)
-    await asyncio.to_thread(log.record_outcome_blocking, record, _outcome(record, response_payload='{"n":7}'))
+    await asyncio.to_thread(log.write_outcome, record, _outcome(record, response_payload='{"n":7}'))
     # Copied into the mapping, the bytes are the file's: another reader sees them at once.
     assert '"response_payload":"{\\"n\\":7}"' in _journal_text(spool)
 
@@ -514,7 +498,7 @@ async def test_a_closed_journal_refuses_starts_and_outcomes(log: InvocationLog, 
     with pytest.raises(OSError, match="closed"):
         log.record_start(_start())
     with pytest.raises(OSError, match="closed"):
-        log.record_outcome_blocking(record, _outcome(record))
+        log.write_outcome(record, _outcome(record))
     # record_outcome never raises: the record goes to the database directly.
     await log.record_outcome(record, _outcome(record))
     assert (await log.get(record.invocation_id))["success"] is True
