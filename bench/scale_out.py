@@ -59,7 +59,7 @@ import grpc  # noqa: E402
 import psycopg2  # noqa: E402
 from database_outage import _wait_drained  # noqa: E402
 from gateway_compare.children import Child, child_environment, free_ports, spawn, wait_for_http  # noqa: E402
-from gateway_compare.servers import DUMMY_AWS, ECHO, write_functions  # noqa: E402
+from gateway_compare.servers import ECHO, module_environment, write_functions  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 
 from local_lambda import RuntimeProcess  # noqa: E402
@@ -343,25 +343,18 @@ def _start_instance(
 ) -> Instance:
     rest_port, grpc_port = free_ports(2)
     spool = scratch / f"spool-{number}"
-    env = child_environment(
-        {
-            **DUMMY_AWS,
-            "ENVIRONMENT": "production",
-            "HOST": "127.0.0.1",
-            "REST_PORT": str(rest_port),
-            "GRPC_PORT": str(grpc_port),
-            "LAMBDA_BACKEND": "aws",
-            "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
-            "MODULE_SECRET_KEY": secret_key,
-            "BOOTSTRAP_CLIENT_ID": CLIENT_ID,
-            "BOOTSTRAP_CLIENT_SECRET": client_secret,
-            "DATABASE_URL": database_url,
-            "LOG_LEVEL": "WARNING",
-            "LOG_DIR": str(scratch / f"logs-{number}"),
-            "LOG_SPOOL_DIR": str(spool),
-            "SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
-            "SHUTDOWN_DELAY_SECONDS": f"{shutdown_delay:g}",
-        }
+    env = module_environment(
+        rest_port=rest_port,
+        grpc_port=grpc_port,
+        lambda_url=lambda_url,
+        database_url=database_url,
+        secret_key=secret_key,
+        client_id=CLIENT_ID,
+        client_secret=client_secret,
+        log_dir=scratch / f"logs-{number}",
+        spool_dir=spool,
+        SHUTDOWN_GRACE_SECONDS=str(GRACE_SECONDS),
+        SHUTDOWN_DELAY_SECONDS=f"{shutdown_delay:g}",
     )
     child = spawn(
         f"module-{number}", [sys.executable, "app.py"], cwd=ROOT, env=env, log_path=scratch / f"module-{number}.log"

@@ -237,13 +237,7 @@ class Journal:
 
         Blocking, from any thread; OSError when the outcome could not be written or made durable.
         """
-        line = _encode(entry)
-        with self._lock:
-            _, position = self._append(line)
-            started_in = self._start_segment.pop(entry["invocation_id"], None)
-            if started_in is not None:
-                started_in.open_starts -= 1
-        self._sync_to(position)
+        self._sync_to(self.append_outcome_later(entry))
 
     def append_outcome_later(self, entry: Entry) -> int:
         """Write an invocation's outcome, not yet durable: the position to await `made_durable` with before the

@@ -73,11 +73,22 @@ class Server:
     token: str = ""
 
 
-def start_module(scratch: Path, lambda_url: str, database_url: str, max_in_flight: int) -> Server:
-    """`python app.py` as in production (LAMBDA_BACKEND=aws, its log in the database), against `lambda_url`."""
-    rest_port, grpc_port = free_ports(2)
-    client_secret = secrets.token_urlsafe(24)
-    env = child_environment(
+def module_environment(
+    *,
+    rest_port: int,
+    grpc_port: int,
+    lambda_url: str,
+    database_url: str,
+    secret_key: str,
+    client_id: str,
+    client_secret: str,
+    log_dir: Path,
+    spool_dir: Path,
+    **more: str,
+) -> dict[str, str]:
+    """The environment of `python app.py` run as in production (LAMBDA_BACKEND=aws, its log in the database) against
+    `lambda_url`, with `more` settings over it."""
+    return child_environment(
         {
             **DUMMY_AWS,
             "ENVIRONMENT": "production",
@@ -86,16 +97,34 @@ def start_module(scratch: Path, lambda_url: str, database_url: str, max_in_fligh
             "GRPC_PORT": str(grpc_port),
             "LAMBDA_BACKEND": "aws",
             "AWS_ENDPOINT_URL_LAMBDA": lambda_url,
-            "MODULE_SECRET_KEY": secrets.token_urlsafe(64),
-            "BOOTSTRAP_CLIENT_ID": "bench",
+            "MODULE_SECRET_KEY": secret_key,
+            "BOOTSTRAP_CLIENT_ID": client_id,
             "BOOTSTRAP_CLIENT_SECRET": client_secret,
             "DATABASE_URL": database_url,
-            "MAX_CONCURRENT_REQUESTS": str(max_in_flight),
             "LOG_LEVEL": "WARNING",
-            "LOG_DIR": str(scratch / "module-logs"),
-            "LOG_SPOOL_DIR": str(scratch / "module-spool"),
-            "SHUTDOWN_GRACE_SECONDS": "5",
+            "LOG_DIR": str(log_dir),
+            "LOG_SPOOL_DIR": str(spool_dir),
+            **more,
         }
+    )
+
+
+def start_module(scratch: Path, lambda_url: str, database_url: str, max_in_flight: int) -> Server:
+    """`python app.py` as in production (LAMBDA_BACKEND=aws, its log in the database), against `lambda_url`."""
+    rest_port, grpc_port = free_ports(2)
+    client_secret = secrets.token_urlsafe(24)
+    env = module_environment(
+        rest_port=rest_port,
+        grpc_port=grpc_port,
+        lambda_url=lambda_url,
+        database_url=database_url,
+        secret_key=secrets.token_urlsafe(64),
+        client_id="bench",
+        client_secret=client_secret,
+        log_dir=scratch / "module-logs",
+        spool_dir=scratch / "module-spool",
+        MAX_CONCURRENT_REQUESTS=str(max_in_flight),
+        SHUTDOWN_GRACE_SECONDS="5",
     )
     child = spawn("module", [sys.executable, "app.py"], cwd=ROOT, env=env, log_path=scratch / "module.log")
     return Server(child, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}", client_secret=client_secret)

@@ -38,8 +38,11 @@ def lambda_handler(event, context):
     return os.getpid()
 """
 
-# Holds its call until event["release"] exists, after touching event["started"]; then writes event["path"].
-GATED = """
+
+def gated_handler(answer: str) -> str:
+    """A handler that holds its call until event["release"] exists, after touching event["started"]; then writes
+    event["path"] and returns `answer` (a Python expression)."""
+    return """
 import os
 import time
 from pathlib import Path
@@ -52,8 +55,11 @@ def lambda_handler(event, context):
             time.sleep(0.01)
     if "path" in event:
         Path(event["path"]).write_text("ran")
-    return "done"
-"""
+    return ANSWER
+""".replace("ANSWER", answer)
+
+
+GATED = gated_handler('"done"')
 
 
 def make_lambda_client(endpoint_url: str) -> Any:
@@ -135,9 +141,16 @@ def runtime_settings(dead_letter_dir: Path) -> RuntimeSettings:
 
 
 @pytest.fixture
-def runtime(functions_dir: Path, runtime_settings: RuntimeSettings) -> Iterator[LocalLambdaRuntime]:
+def cache_dir(tmp_path: Path) -> Path:
+    """The test runtime's cache (functions' installed requirements): the test's own, not the checkout's data/."""
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def runtime(functions_dir: Path, runtime_settings: RuntimeSettings, cache_dir: Path) -> Iterator[LocalLambdaRuntime]:
     """The runtime serving the test's functions folder on a free port, from a background thread."""
-    with LocalLambdaRuntime(functions_dir, port=0, region=REGION, settings=runtime_settings).run_in_thread() as running:
+    served = LocalLambdaRuntime(functions_dir, port=0, region=REGION, settings=runtime_settings, cache_dir=cache_dir)
+    with served.run_in_thread() as running:
         yield running
 
 

@@ -12,22 +12,18 @@ import pytest
 
 from local_lambda import LocalLambdaRuntime
 from local_lambda.settings import RuntimeSettings
-from tests.local_lambda.conftest import GATHERING, REGION, FunctionMaker, invoke_json, make_lambda_client, wait_for
+from tests.local_lambda.conftest import (
+    GATHERING,
+    REGION,
+    FunctionMaker,
+    gated_handler,
+    invoke_json,
+    make_lambda_client,
+    wait_for,
+)
 
-# Holds its call until the `release` file exists, after touching its `started` file.
-HELD = """
-import os
-import time
-from pathlib import Path
-
-def lambda_handler(event, context):
-    if "started" in event:
-        Path(event["started"]).touch()
-        deadline = time.monotonic() + 10
-        while not os.path.exists(event["release"]) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    return os.getpid()
-"""
+# Answers with its worker's pid, so that tests tell the workers apart.
+HELD = gated_handler("os.getpid()")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import zipfile
 from base64 import urlsafe_b64encode
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -58,28 +57,12 @@ def folder_state(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns) for path in folder.rglob("*")}
 
 
-@pytest.fixture
-def cache_dir(tmp_path: Path) -> Path:
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def served(functions_dir: Path, cache_dir: Path) -> Iterator[LocalLambdaRuntime]:
-    with LocalLambdaRuntime(functions_dir, port=0, region=REGION, cache_dir=cache_dir).run_in_thread() as running:
-        yield running
-
-
-@pytest.fixture
-def client(served: LocalLambdaRuntime) -> Any:
-    return make_lambda_client(served.endpoint_url)
-
-
 def installs(caplog: pytest.LogCaptureFixture) -> int:
     return sum("installing requirements.txt" in record.getMessage() for record in caplog.records)
 
 
 def test_requirements_are_installed_outside_the_folder_and_reused(
-    make_function: FunctionMaker, client: Any, cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_function: FunctionMaker, lambda_client: Any, cache_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="local_lambda")
     wheel = build_wheel(tmp_path / "wheels", "1.0", "first")
@@ -87,11 +70,11 @@ def test_requirements_are_installed_outside_the_folder_and_reused(
     (folder / REQUIREMENTS_FILE).write_text(f"{wheel}\n")
     before = folder_state(folder)
 
-    _, first = invoke_json(client, "user")
+    _, first = invoke_json(lambda_client, "user")
     [installed] = [path for path in (cache_dir / "dependencies").iterdir() if path.is_dir()]
     installed_at = installed.stat().st_mtime_ns
     (folder / "handler.py").write_text(USES_DEPENDENCY + "\n# edited: a cold start\n")
-    _, second = invoke_json(client, "user")
+    _, second = invoke_json(lambda_client, "user")
 
     assert first["value"] == second["value"] == "first"
     assert Path(first["file"]).is_relative_to(installed)
@@ -103,15 +86,15 @@ def test_requirements_are_installed_outside_the_folder_and_reused(
 
 
 def test_changed_requirements_are_installed_afresh(
-    make_function: FunctionMaker, client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_function: FunctionMaker, lambda_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="local_lambda")
     folder = make_function("user", USES_DEPENDENCY)
     (folder / REQUIREMENTS_FILE).write_text(f"{build_wheel(tmp_path / 'one', '1.0', 'first')}\n")
-    _, first = invoke_json(client, "user")
+    _, first = invoke_json(lambda_client, "user")
 
     (folder / REQUIREMENTS_FILE).write_text(f"{build_wheel(tmp_path / 'two', '2.0', 'second')}\n")
-    _, second = invoke_json(client, "user")
+    _, second = invoke_json(lambda_client, "user")
 
     assert (first["value"], second["value"]) == ("first", "second")
     assert installs(caplog) == 2
@@ -134,27 +117,29 @@ def test_a_restarted_runtime_reuses_the_cache(
 
 
 def test_concurrent_cold_starts_install_once(
-    make_function: FunctionMaker, client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_function: FunctionMaker, lambda_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="local_lambda")
     folder = make_function("user", USES_DEPENDENCY, concurrency=4)
     (folder / REQUIREMENTS_FILE).write_text(f"{build_wheel(tmp_path / 'wheels', '1.0', 'first')}\n")
 
     with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda _: invoke_json(client, "user")[1]["value"], range(4)))
+        answers = list(pool.map(lambda _: invoke_json(lambda_client, "user")[1]["value"], range(4)))
 
     assert answers == ["first"] * 4
     assert installs(caplog) == 1
 
 
-def test_a_failed_install_is_a_conflict_quoting_pip(make_function: FunctionMaker, client: Any, tmp_path: Path) -> None:
+def test_a_failed_install_is_a_conflict_quoting_pip(
+    make_function: FunctionMaker, lambda_client: Any, tmp_path: Path
+) -> None:
     folder = make_function("user", USES_DEPENDENCY)
     missing = tmp_path / "wheels" / "tinydep-9.0-py3-none-any.whl"
     (folder / REQUIREMENTS_FILE).write_text(f"{missing}\n")
     before = folder_state(folder)
 
-    with pytest.raises(client.exceptions.ResourceConflictException) as raised:
-        client.invoke(FunctionName="user", Payload=b"{}")
+    with pytest.raises(lambda_client.exceptions.ResourceConflictException) as raised:
+        lambda_client.invoke(FunctionName="user", Payload=b"{}")
 
     error: botocore.exceptions.ClientError = raised.value
     assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 409
@@ -165,14 +150,14 @@ def test_a_failed_install_is_a_conflict_quoting_pip(make_function: FunctionMaker
 
 
 def test_published_versions_share_the_cache_rather_than_copy_it(
-    make_function: FunctionMaker, client: Any, functions_dir: Path, cache_dir: Path, tmp_path: Path
+    make_function: FunctionMaker, lambda_client: Any, functions_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     folder = make_function("user", USES_DEPENDENCY)
     (folder / REQUIREMENTS_FILE).write_text(f"{build_wheel(tmp_path / 'wheels', '1.0', 'first')}\n")
-    _, latest = invoke_json(client, "user")
+    _, latest = invoke_json(lambda_client, "user")
 
     version = publish_version(functions_dir, "user")
-    _, published = invoke_json(client, "user", Qualifier=version)
+    _, published = invoke_json(lambda_client, "user", Qualifier=version)
 
     assert published == latest
     assert sorted(path.name for path in (folder / "versions" / version).iterdir()) == ["handler.py", REQUIREMENTS_FILE]
@@ -180,20 +165,20 @@ def test_published_versions_share_the_cache_rather_than_copy_it(
 
 
 def test_packages_vendored_into_the_folder_keep_working(
-    make_function: FunctionMaker, client: Any, tmp_path: Path
+    make_function: FunctionMaker, lambda_client: Any, tmp_path: Path
 ) -> None:
     folder = make_function("user", USES_DEPENDENCY)
     wheel = build_wheel(tmp_path / "wheels", "1.0", "vendored")
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-index"]
     subprocess.run([*pip, "--target", str(folder), str(wheel)], check=True, timeout=120)
 
-    _, payload = invoke_json(client, "user")
+    _, payload = invoke_json(lambda_client, "user")
 
     assert payload == {"value": "vendored", "file": str(folder / "tinydep" / "__init__.py")}
 
 
 def test_requirements_are_installed_for_the_functions_own_python(
-    make_function: FunctionMaker, client: Any, cache_dir: Path, tmp_path: Path
+    make_function: FunctionMaker, lambda_client: Any, cache_dir: Path, tmp_path: Path
 ) -> None:
     from tests.local_lambda.test_interpreters import installed_interpreter
 
@@ -202,7 +187,7 @@ def test_requirements_are_installed_for_the_functions_own_python(
     folder = make_function("user", USES_DEPENDENCY, runtime="python3.13")
     (folder / REQUIREMENTS_FILE).write_text(f"{build_wheel(tmp_path / 'wheels', '1.0', 'first')}\n")
 
-    _, payload = invoke_json(client, "user")
+    _, payload = invoke_json(lambda_client, "user")
 
     assert payload["value"] == "first"
     assert Path(payload["file"]).relative_to(cache_dir / "dependencies").parts[0].startswith("python3.13-")
