@@ -16,7 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +40,10 @@ class Interpreter:
 class Interpreters:
     """Finds and remembers the interpreter for each runtime name."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, named: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> None:
+        # `named`: the runtime's LOCAL_LAMBDA_PYTHONS setting; `environ`: where PATH and pyenv's root are read.
         environ = os.environ if environ is None else environ
-        self._named = [path for path in environ.get(INTERPRETERS_VARIABLE, "").split(os.pathsep) if path]
+        self._named = list(named)
         self._path = environ.get("PATH", "")
         self._pyenv_root = environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
         self._versions: dict[str, str | None] = {}  # candidate path -> the version it runs, None if it fails

@@ -116,7 +116,7 @@ class LambdaRuntime:
         self.settings = runtime_settings(os.environ) if settings is None else settings
         self.cache_dir = Path(cache_dir).resolve()
         self.dependencies = DependencyCache(self.cache_dir / "dependencies")
-        self.interpreters = Interpreters()
+        self.interpreters = Interpreters(self.settings.interpreters)
         self._sandbox = SandboxFolders(sandbox_identity())
         # (function, runtime) pairs whose log has said that they run on another Python than they ask for.
         self._interpreter_noticed: set[tuple[str, str]] = set()

@@ -6,6 +6,8 @@ LOCAL_LAMBDA_EVENT_RETRY_DELAYS   seconds before the first and the second retry 
                                   (default 60,120, as Lambda's about a minute then two)
 LOCAL_LAMBDA_DEAD_LETTER_DIR      where an Event invocation that failed for good is written, one JSON file
                                   each (default data/local_lambda/failed-events)
+LOCAL_LAMBDA_PYTHONS              interpreters for functions asking another Python than the runtime's, paths
+                                  separated by ':' (default none: see local_lambda/interpreters.py)
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class RuntimeSettings:
     max_concurrency: int
     event_retry_delays: tuple[float, float] = DEFAULT_EVENT_RETRY_DELAYS
     dead_letter_dir: Path = DEFAULT_DEAD_LETTER_DIR
+    # Interpreters named for functions' runtimes (python3.12...), tried before PATH and pyenv's.
+    interpreters: tuple[str, ...] = ()
 
 
 def runtime_settings(environ: Mapping[str, str]) -> RuntimeSettings:
@@ -63,7 +67,8 @@ def runtime_settings(environ: Mapping[str, str]) -> RuntimeSettings:
         delays = (first, second)
     dead_letter_text = environ.get("LOCAL_LAMBDA_DEAD_LETTER_DIR", "").strip()
     dead_letter_dir = Path(dead_letter_text) if dead_letter_text else DEFAULT_DEAD_LETTER_DIR
-    return RuntimeSettings(max_concurrency, delays, dead_letter_dir.resolve())
+    interpreters = tuple(path for path in environ.get("LOCAL_LAMBDA_PYTHONS", "").split(os.pathsep) if path.strip())
+    return RuntimeSettings(max_concurrency, delays, dead_letter_dir.resolve(), interpreters)
 
 
 def default_max_concurrency() -> int:

@@ -161,12 +161,15 @@ def test_runtime_settings_are_read_from_the_environment(tmp_path: Path) -> None:
             "LOCAL_LAMBDA_MAX_CONCURRENCY": "12",
             "LOCAL_LAMBDA_EVENT_RETRY_DELAYS": "0.5,1",
             "LOCAL_LAMBDA_DEAD_LETTER_DIR": str(tmp_path / "dead"),
+            "LOCAL_LAMBDA_PYTHONS": "/opt/python3.12/bin/python3.12:/opt/python3.13/bin/python3.13",
         }
     )
     defaults = runtime_settings({})
 
     assert (settings.max_concurrency, settings.event_retry_delays) == (12, (0.5, 1.0))
     assert settings.dead_letter_dir == tmp_path / "dead"
+    assert settings.interpreters == ("/opt/python3.12/bin/python3.12", "/opt/python3.13/bin/python3.13")
+    assert defaults.interpreters == ()
     assert defaults.max_concurrency == default_max_concurrency()
     assert 1 <= defaults.max_concurrency <= 1000
     assert defaults.event_retry_delays == (60.0, 120.0)

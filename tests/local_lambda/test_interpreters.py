@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from local_lambda.interpreters import HOST_VERSION, INTERPRETERS_VARIABLE, Interpreters
+from local_lambda.settings import runtime_settings
 from tests.local_lambda.conftest import FunctionMaker, invoke_json
 
 REPORTER = """
@@ -93,10 +94,9 @@ def test_candidates_that_fail_or_lie_about_their_version_are_passed_over(tmp_pat
     # A pyenv shim for a version pyenv lacks fails; a wrapper may run another version than its name says.
     failing = _script(tmp_path / "python3.12", 'echo "pyenv: python3.12: command not found" >&2; exit 127')
     lying = _script(tmp_path / "lying-python3.12", f'exec {sys.executable} "$@"')
-    environ = {INTERPRETERS_VARIABLE: os.pathsep.join([failing, lying]), "PATH": str(tmp_path)}
-    environ["PYENV_ROOT"] = str(tmp_path / "no-pyenv")
+    environ = {"PATH": str(tmp_path), "PYENV_ROOT": str(tmp_path / "no-pyenv")}
 
-    chosen = Interpreters(environ).for_runtime("python3.12")
+    chosen = Interpreters([failing, lying], environ).for_runtime("python3.12")
 
     assert chosen.path == sys.executable
     assert chosen.notice is not None
@@ -108,8 +108,9 @@ def test_an_interpreter_named_in_the_setting_is_used(tmp_path: Path) -> None:
     if real is None:
         pytest.skip("no python3.13 installed here")
     wrapper = _script(tmp_path / "wrapped-python", f'exec {real} "$@"')
-    environ = {INTERPRETERS_VARIABLE: wrapper, "PATH": "", "PYENV_ROOT": str(tmp_path / "no-pyenv")}
+    settings = runtime_settings({INTERPRETERS_VARIABLE: wrapper})
+    environ = {"PATH": "", "PYENV_ROOT": str(tmp_path / "no-pyenv")}
 
-    chosen = Interpreters(environ).for_runtime("python3.13")
+    chosen = Interpreters(settings.interpreters, environ).for_runtime("python3.13")
 
     assert (chosen.path, chosen.version, chosen.notice) == (wrapper, "3.13", None)
