@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -126,6 +127,14 @@ class InvocationLog:
         OSError when they cannot be made so (see `record_directly`).
         """
         await self._journal.made_durable(position)
+
+    def when_outcome_durable(
+        self, position: int, loop: asyncio.AbstractEventLoop, then: Callable[[OSError | None], None]
+    ) -> None:
+        """From the thread that wrote the outcome: have `loop` call `then(None)` once it is durable, or `then(error)`
+        when it cannot be made so (see `record_directly`). One wake of the loop settles every outcome synced together.
+        """
+        self._journal.when_durable(position, loop, then)
 
     async def record_outcome(self, record: InvocationStart, outcome: InvocationOutcome) -> None:
         """Journal how an invocation ended and return once that is durable; never raises.

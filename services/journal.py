@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import mmap
@@ -36,7 +37,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,9 +135,9 @@ class Journal:
         self._lock = threading.Lock()
         # Held by the thread making an fdatasync; the others wait on it, then find themselves covered.
         self._sync_lock = threading.Lock()
-        # Outcomes the event loop waits to see durable (position, loop, future), and the thread that syncs for them:
+        # Outcomes a loop waits to see durable (position, loop, what to call), and the thread that syncs for them:
         # one fdatasync and one wake of the loop for all that wait, however many, and no Lambda thread blocked.
-        self._durable_waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._durable_waiters: list[tuple[int, asyncio.AbstractEventLoop, Callable[[OSError | None], None]]] = []
         self._waiters_changed = threading.Condition()
         self._syncer: threading.Thread | None = None
         # For journal writes of code on the event loop (refusals, failures): they too keep off the loop.
@@ -254,24 +255,37 @@ class Journal:
         return position
 
     async def made_durable(self, position: int) -> None:
-        """Return once everything written up to `position` is durable; OSError when it cannot be made so.
-
-        The journal's syncer thread makes one fdatasync for every outcome waiting when it begins (group commit) and
-        wakes the loop once for all the waits it settles; the threads that called Lambda never wait for it.
-        """
+        """Return once everything written up to `position` is durable; OSError when it cannot be made so."""
         if self._synced >= position:
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
+        self.when_durable(position, loop, functools.partial(_settle, waiter))
+        await waiter
+
+    def when_durable(
+        self, position: int, loop: asyncio.AbstractEventLoop, then: Callable[[OSError | None], None]
+    ) -> None:
+        """From any thread: have `loop` call `then(None)` once everything written up to `position` is durable, or
+        `then(error)` when it cannot be made so.
+
+        The journal's syncer thread makes one fdatasync for every outcome waiting when it begins (group commit) and
+        wakes each loop once for all the waits it settles; the threads that called Lambda never wait for it.
+        """
         with self._waiters_changed:
             if self._closed:
-                raise OSError("the invocation journal is closed")
-            self._durable_waiters.append((position, loop, waiter))
-            if self._syncer is None:
-                self._syncer = threading.Thread(target=self._sync_for_waiters, name="journal-sync", daemon=True)
-                self._syncer.start()
-            self._waiters_changed.notify()
-        await waiter
+                error: OSError | None = OSError("the invocation journal is closed")
+            elif self._synced >= position:
+                error = None
+            else:
+                self._durable_waiters.append((position, loop, then))
+                if self._syncer is None:
+                    self._syncer = threading.Thread(target=self._sync_for_waiters, name="journal-sync", daemon=True)
+                    self._syncer.start()
+                self._waiters_changed.notify()
+                return
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(then, error)
 
     def _sync_for_waiters(self) -> None:
         """The syncer thread: make durable what the waiting outcomes need, then settle them; until closed."""
@@ -287,12 +301,12 @@ class Journal:
                 self._sync_to(max(position for position, _, _ in waiters))
             except OSError as failure:
                 error = failure
-            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-            for _, loop, waiter in waiters:
-                by_loop.setdefault(loop, []).append(waiter)
-            for loop, futures in by_loop.items():
+            by_loop: dict[asyncio.AbstractEventLoop, list[Callable[[OSError | None], None]]] = {}
+            for _, loop, then in waiters:
+                by_loop.setdefault(loop, []).append(then)
+            for loop, settlements in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-                    loop.call_soon_threadsafe(_settle, futures, error)
+                    loop.call_soon_threadsafe(_settle_all, settlements, error)
 
     async def append_outcome(self, entry: Entry) -> None:
         """`append_outcome_durable` for code on the event loop, run on the journal's own thread."""
@@ -462,15 +476,23 @@ class Journal:
                 os.close(folder.lock_fd)
 
 
-def _settle(futures: list[asyncio.Future[None]], error: OSError | None) -> None:
-    """On the waiters' loop: each durable (or failed with `error`)."""
-    for future in futures:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
+def _settle(future: asyncio.Future[None], error: OSError | None) -> None:
+    """On the waiter's loop: durable (or failed with `error`)."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _settle_all(settlements: list[Callable[[OSError | None], None]], error: OSError | None) -> None:
+    """On a loop: each wait the syncer just settled, in one callback of the loop for all of them."""
+    for then in settlements:
+        try:
+            then(error)
+        except Exception:
+            logger.exception("settling a durable outcome failed")
 
 
 def interrupted_outcome(invocation_id: str, completed_at: str) -> Entry:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,6 +52,7 @@ from services.errors import (
     UpstreamTimeout,
 )
 from services.idempotency import EarlierInvocation, KeyClaim, check_idempotency_key, fingerprint
+from services.ids import new_id
 from services.invocation_log import InvocationLog, InvocationOutcome, InvocationStart, JournalState, utc_now
 from services.json_rules import parse_json
 from services.lambda_client import (
@@ -525,7 +526,7 @@ class LambdaService:
         trace_header = trace.amzn_trace_id if trace is not None else None
         try:
             result, outcome = await self._call(
-                functools.partial(self._invoke_and_record, arguments, record, started, journaled, trace_header),
+                functools.partial(self._attempt_invocation, arguments, record, started, journaled, trace_header),
                 mode,
                 record.function_name,
                 request.qualifier,
@@ -550,11 +551,6 @@ class LambdaService:
             if failure is not error:
                 raise failure from error
             raise
-        if journaled.outcome_error is None:
-            try:
-                await self._log.outcome_durable(journaled.outcome_position)
-            except Exception as error:
-                journaled.outcome_error = error
         if journaled.outcome_error is not None:
             logger.error(
                 "the journal did not take the outcome of %s (%s); writing it directly",
@@ -574,6 +570,38 @@ class LambdaService:
             record.caller, record.transport, record.function_name, record.invocation_type, status, result.duration_ms
         )
         return result
+
+    def _attempt_invocation(
+        self,
+        arguments: dict[str, Any],
+        record: InvocationStart,
+        started: float,
+        journaled: _Journaled,
+        trace_header: str | None = None,
+    ) -> asyncio.Future[tuple[InvokeResult, InvocationOutcome]]:
+        """One attempt on an executor thread, answered once its outcome is durable.
+
+        The thread calls Lambda and writes the outcome; the journal's syncer then settles this attempt together with
+        every other outcome of the same fdatasync, in one wake of the loop: one hand-off each way per invocation.
+        """
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[tuple[InvokeResult, InvocationOutcome]] = loop.create_future()
+
+        def attempt() -> None:
+            try:
+                value = self._invoke_and_record(arguments, record, started, journaled, trace_header)
+            except BaseException as error:
+                _call_soon(loop, _fail, answer, error)
+                return
+            if journaled.outcome_error is not None:
+                _call_soon(loop, _answer_with, answer, value, journaled, None)
+                return
+            self._log.when_outcome_durable(
+                journaled.outcome_position, loop, functools.partial(_answer_with, answer, value, journaled)
+            )
+
+        self._executor.submit(attempt)
+        return answer
 
     def _invoke_and_record(
         self,
@@ -667,48 +695,71 @@ class LambdaService:
         """A control-plane call, retried as a read, within CONTROL_PLANE_TIMEOUT_SECONDS."""
         try:
             return await asyncio.wait_for(
-                self._call(work, RetryMode.READ, function_name, qualifier), self._control_plane_timeout
+                self._call(self._on_executor(work), RetryMode.READ, function_name, qualifier),
+                self._control_plane_timeout,
             )
         except TimeoutError:
             raise UpstreamTimeout(
                 f"Lambda did not answer within {self._control_plane_timeout:g} s; retry shortly"
             ) from None
 
+    def _on_executor(self, work: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+        return lambda: asyncio.get_running_loop().run_in_executor(self._executor, work)
+
     async def _call(
         self,
-        work: Callable[[], T],
+        attempt: Callable[[], Awaitable[T]],
         mode: RetryMode,
         function_name: str,
         qualifier: str | None = None,
         deadline: float | None = None,
     ) -> T:
-        loop = asyncio.get_running_loop()
-        attempt = 0
+        """`attempt()` until it succeeds or the retry policy gives up: each attempt one call to Lambda."""
+        tries = 0
         while True:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExceeded(
                     f"the caller's deadline passed before {function_name} was invoked"
-                    + (f" (after {attempt} attempts)" if attempt else "")
+                    + (f" (after {tries} attempts)" if tries else "")
                     + ": give the call more time"
                 )
             try:
-                return await loop.run_in_executor(self._executor, work)
+                return await attempt()
             except Exception as error:
-                delay = self._retry.delay_before_retry(error, attempt, mode)
+                delay = self._retry.delay_before_retry(error, tries, mode)
                 # A retry that could only start after the caller's deadline is not worth waiting for.
                 if delay is None or (deadline is not None and time.monotonic() + delay >= deadline):
                     raise translate_error(error, function_name, qualifier) from error
-                attempt += 1
+                tries += 1
                 self.metrics.retries.labels(type(error).__name__).inc()
                 logger.info(
                     "retrying %s in %.2fs after %s (retry %d of %d)",
                     function_name,
                     delay,
                     type(error).__name__,
-                    attempt,
+                    tries,
                     self._retry.max_retries,
                 )
                 await self._sleep(delay)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *arguments: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for the answer any more
+        loop.call_soon_threadsafe(callback, *arguments)
+
+
+def _fail(answer: asyncio.Future[Any], error: BaseException) -> None:
+    if not answer.done():
+        answer.set_exception(error)
+
+
+def _answer_with(answer: asyncio.Future[T], value: T, journaled: _Journaled, durability_error: OSError | None) -> None:
+    """On the loop: the attempt's answer, once its outcome is durable; if it could not be made so, the answer stands
+    and the loop writes the record to the database directly."""
+    if durability_error is not None:
+        journaled.outcome_error = durability_error
+    if not answer.done():
+        answer.set_result(value)
 
 
 # The X-Amzn-Trace-Id of the invoke this thread is sending, if its caller sent a traceparent.
@@ -775,7 +826,7 @@ def _start_record(
     request: InvokeRequest, caller: Caller, transport: Transport, idempotency_key: str | None
 ) -> InvocationStart:
     return InvocationStart(
-        invocation_id=uuid.uuid4().hex,
+        invocation_id=new_id(),
         # As the caller gave it: an ARN stays an ARN in the record, which says what was asked for.
         function_name=request.function_name,
         invocation_type=request.invocation_type,

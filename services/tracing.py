@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import re
-import uuid
 from dataclasses import dataclass
+
+from services.ids import new_id
 
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID_METADATA = "x-request-id"
@@ -46,7 +47,7 @@ def trace_of(request_id: str | None, traceparent: str | None) -> CallTrace:
     """The trace of a call from what its caller sent: its request id when well-formed (else a new one), and its
     traceparent when valid (else none)."""
     if request_id is None or not _REQUEST_ID.fullmatch(request_id):
-        request_id = uuid.uuid4().hex
+        request_id = new_id()
     return CallTrace(request_id=request_id, traceparent=traceparent if _valid_traceparent(traceparent) else None)
 
 
