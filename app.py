@@ -42,7 +42,7 @@ from services.journal import Journal
 from services.lambda_client import LambdaClient, choose_lambda_backend, client_for_backend, cloudwatch_log_reader
 from services.lambda_service import LambdaService
 from services.metrics import Metrics
-from serving import Servers, check_ports_free, serve_process, supervise_workers
+from serving import Servers, check_ports_free, run_on_event_loop, serve_process, supervise_workers
 
 logger = logging.getLogger(__name__)
 
@@ -242,8 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = choose_lambda_backend(settings, os.environ)
             check_ports_free(settings)
         if settings.workers > 1 and not worker:
-            return asyncio.run(supervise_workers(settings, prepare_clients_once))
-        asyncio.run(serve_process(settings, build_servers, parent_fd=arguments.parent_fd if worker else None))
+            return run_on_event_loop(supervise_workers(settings, prepare_clients_once))
+        run_on_event_loop(serve_process(settings, build_servers, parent_fd=arguments.parent_fd if worker else None))
     except ServiceError as error:
         logger.error("%s", error.message)
         return 1

@@ -14,9 +14,10 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
@@ -29,6 +30,8 @@ from services.journal import instance_lock
 from services.metrics import MULTIPROCESS_DIR_VARIABLE, multiprocess_dir, prepare_multiprocess_dir
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # A worker that dies sooner than this after starting is not restarted: it would only die again (a bad port...).
 WORKER_MIN_UPTIME_SECONDS = 5.0
@@ -58,6 +61,17 @@ class Servers:
 BuildServers = Callable[[Settings, bool], Awaitable[Servers]]
 # The one-time start-up work a WORKERS parent does for all its workers (tables, clients).
 PrepareOnce = Callable[[Settings], Awaitable[None]]
+
+
+def run_on_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)`, on uvloop's event loop where it is installed (Linux and macOS): the loop runs every
+    gRPC and HTTP callback of every call, and uvloop's costs less per callback than asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def check_ports_free(settings: Settings) -> None:
