@@ -25,7 +25,6 @@ from grpc_api.interceptor import SERVICE_NAME, ServiceInterceptor
 from grpc_api.server import GrpcServer, ModuleHealth
 from grpc_api.servicer import LambdaActionServicer
 from logging_setup import configure_logging
-from proto import lambda_action_pb2_grpc
 from routes import functions, health, history, invoke, metrics_endpoint, token, ui
 from routes.context import EXTENSION_KEY
 from routes.errors import register_error_handlers
@@ -155,10 +154,8 @@ def build_grpc_server(services: Services, *, reuse_port: bool = False) -> GrpcSe
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     interceptor = ServiceInterceptor(services.authenticator)
-    server = grpc.aio.server(interceptors=[interceptor], options=options)
-    lambda_action_pb2_grpc.add_LambdaActionServicer_to_server(
-        LambdaActionServicer(services.service, services.history), server
-    )
+    server = grpc.aio.server(options=options)
+    interceptor.add_guarded_servicer(LambdaActionServicer(services.service, services.history), server)
     health_servicer = ModuleHealth(services.invocation_log.state)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.grpc_reflection:

@@ -14,6 +14,7 @@ import grpc
 from grpc.aio import AbortError
 
 from grpc_api.errors import error_metadata, grpc_status_for
+from proto import lambda_action_pb2 as pb
 from services.auth import Authenticator, bearer_token_of
 from services.domain import Caller
 from services.errors import InternalError, InvalidRequest, ServiceError
@@ -49,7 +50,7 @@ def idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
     return _metadata_value(context, IDEMPOTENCY_KEY_METADATA)
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):
+class ServiceInterceptor:
     """Turns the call's token into a Caller and domain errors into gRPC statuses, for LambdaAction only.
 
     The token may travel in the message (older routers put it in a `token` field), so the check runs
@@ -58,7 +59,6 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
-        self._guarded: dict[str, grpc.RpcMethodHandler] = {}
         self._calls_in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -77,25 +77,25 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if self._calls_in_flight == 0:
             self._idle.set()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or handler.unary_unary is None or not method.startswith(f"/{SERVICE_NAME}/"):
-            # Health and reflection are open to all, as load balancers and grpcurl expect.
-            return handler
-        guarded = self._guarded.get(method)
-        if guarded is None:
-            guarded = grpc.unary_unary_rpc_method_handler(
-                self._guard(method, handler.unary_unary),
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
+    def add_guarded_servicer(self, servicer: object, server: grpc.aio.Server) -> None:
+        """Register every LambdaAction method of `servicer` on `server`, each wrapped by the guard once, here.
+
+        A grpc interceptor would run a coroutine per call, for every service (health included), to find what a
+        single lookup finds: wrapping the methods where they are registered costs nothing per call.
+        """
+        handlers: dict[str, grpc.RpcMethodHandler] = {}
+        for method in pb.DESCRIPTOR.services_by_name[SERVICE_NAME.rsplit(".", 1)[-1]].methods:
+            if method.client_streaming or method.server_streaming:
+                raise TypeError(f"{method.full_name} streams; the guard wraps unary methods only")
+            request_type = getattr(pb, method.input_type.name)
+            response_type = getattr(pb, method.output_type.name)
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                self._guard(f"/{SERVICE_NAME}/{method.name}", getattr(servicer, method.name)),
+                request_deserializer=_tolerant(request_type.FromString),
+                response_serializer=response_type.SerializeToString,
             )
-            self._guarded[method] = guarded
-        return guarded
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
     def _guard(self, method: str, behavior: Behavior) -> Behavior:
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:

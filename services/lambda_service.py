@@ -67,6 +67,7 @@ from services.lambda_client import (
 from services.metrics import Metrics
 from services.policy import check_access, may_reach
 from services.tracing import current_request_id, current_trace
+from services.workers import Workers
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +120,10 @@ class LambdaService:
         self._retry = RetryPolicy(max_retries=settings.max_retries, base_delay=settings.retry_delay)
         self._prefix = settings.lambda_function_prefix
         self._max_in_flight = settings.max_concurrent_requests
-        # One thread per invocation the cap allows, plus a few for list and configuration calls: the default
-        # executor (min(32, CPUs + 4) threads) would queue invocations long before the cap is reached.
-        self._executor = ThreadPoolExecutor(
-            max_workers=settings.max_concurrent_requests + CONTROL_PLANE_THREADS, thread_name_prefix="lambda"
-        )
+        # One thread per invocation the cap allows (the default executor's min(32, CPUs + 4) threads would queue
+        # invocations long before the cap is reached), and a few for list and configuration calls.
+        self._workers = Workers(settings.max_concurrent_requests, "lambda")
+        self._executor = ThreadPoolExecutor(max_workers=CONTROL_PLANE_THREADS, thread_name_prefix="lambda-control")
         self._in_flight = 0
         self._running: set[asyncio.Task] = set()
         # botocore clients take hooks; a stand-in without them simply passes no trace on.
@@ -440,6 +440,7 @@ class LambdaService:
         """Wait for invocations under way to be recorded, then stop the executor."""
         if self._running:
             await asyncio.wait(set(self._running))
+        self._workers.shutdown()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _check_access(self, caller: Caller, function_name: str) -> str:
@@ -600,7 +601,7 @@ class LambdaService:
                 journaled.outcome_position, loop, functools.partial(_answer_with, answer, value, journaled)
             )
 
-        self._executor.submit(attempt)
+        self._workers.submit(attempt)
         return answer
 
     def _invoke_and_record(
