@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 from quart import Blueprint
-from quart_schema import document_response, security_scheme_blueprint, validate_headers, validate_request
+from quart_schema import document_response, security_scheme_blueprint
 
 from routes.context import app_services, authenticate_request, current_caller
 from routes.errors import describe_pydantic_errors, documents_errors
@@ -24,6 +24,7 @@ from routes.schemas import (
     invoke_reply,
     payload_bytes,
 )
+from routes.validation import body_of, headers_of
 from services.domain import InvokeRequest, InvokeResult
 from services.errors import InvalidRequest, ServiceError
 
@@ -46,8 +47,8 @@ _HTTP_STATUS_BY_TYPE = {"RequestResponse": 200, "Event": 202, "DryRun": 200}
 
 
 @blueprint.post("/api/v1/invoke")
-@validate_request(InvokeBody)
-@validate_headers(IdempotencyHeaders)
+@body_of(InvokeBody)
+@headers_of(IdempotencyHeaders)
 @document_response(InvokeReply, 200, ReplayedHeaders)
 @document_response(InvokeReply, 202, ReplayedHeaders)
 @documents_errors(*INVOKE_ERRORS)
@@ -59,8 +60,8 @@ async def invoke(data: InvokeBody, headers: IdempotencyHeaders) -> Answer[Invoke
 
 
 @blueprint.post("/api/v1/invoke-async")
-@validate_request(InvokeAsyncBody)
-@validate_headers(IdempotencyHeaders)
+@body_of(InvokeAsyncBody)
+@headers_of(IdempotencyHeaders)
 @document_response(InvokeAsyncReply, 202, ReplayedHeaders)
 @documents_errors(*INVOKE_ERRORS)
 async def invoke_async(data: InvokeAsyncBody, headers: IdempotencyHeaders) -> Answer[InvokeAsyncReply]:
@@ -83,8 +84,8 @@ async def invoke_async(data: InvokeAsyncBody, headers: IdempotencyHeaders) -> An
 
 
 @blueprint.post("/api/v1/batch")
-@validate_request(BatchBody)
-@validate_headers(IdempotencyHeaders)
+@body_of(BatchBody)
+@headers_of(IdempotencyHeaders)
 @document_response(BatchReply, 200)
 @documents_errors(400, 401, 413, 415, 422, 503)
 async def batch(data: BatchBody, headers: IdempotencyHeaders) -> BatchReply:
