@@ -396,7 +396,7 @@ async def test_while_the_database_is_away_invocations_go_on_and_the_backlog_drai
 
 
 async def test_a_segment_a_killed_process_left_mid_copy_ships_its_whole_entries(database: Database, spool: Path):
-    # What a SIGKILL during a copy into the mapping leaves: whole entries, part of one, then the unwritten zeros.
+    # What a process killed while writing an entry leaves: whole entries, part of one, then the unwritten zeros.
     record = _start()
     leftover = spool / "killed"
     leftover.mkdir(parents=True)
@@ -475,7 +475,7 @@ async def test_an_outcome_is_in_the_journal_file_when_write_outcome_returns(log:
     record = _start()
     log.record_start(record)
     await asyncio.to_thread(log.write_outcome, record, _outcome(record, response_payload='{"n":7}'))
-    # Copied into the mapping, the bytes are the file's: another reader sees them at once.
+    # Written with pwrite, the bytes are the file's: another reader sees them at once.
     assert '"response_payload":"{\\"n\\":7}"' in _journal_text(spool)
 
 
