@@ -14,7 +14,7 @@ from services.json_rules import parse_json
 from services.lambda_service import encode_client_context
 
 
-def invoke_request(message: pb.InvokeFunctionRequest) -> InvokeRequest:
+def invoke_request(message: pb.InvokeFunctionRequest, idempotency_key: str | None = None) -> InvokeRequest:
     """The domain request of an InvokeFunctionRequest; empty strings mean "not given"."""
     return InvokeRequest(
         function_name=message.function_name,
@@ -23,6 +23,7 @@ def invoke_request(message: pb.InvokeFunctionRequest) -> InvokeRequest:
         alias=message.alias or None,
         version=message.version or None,
         client_context=_client_context(message.client_context),
+        idempotency_key=idempotency_key,
     )
 
 

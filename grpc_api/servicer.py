@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import grpc
 
 from grpc_api import convert
@@ -26,7 +24,7 @@ class LambdaActionServicer(pb_grpc.LambdaActionServicer):
     async def InvokeFunction(
         self, request: pb.InvokeFunctionRequest, context: grpc.aio.ServicerContext
     ) -> pb.InvokeFunctionResponse:
-        invoke = dataclasses.replace(convert.invoke_request(request), idempotency_key=idempotency_key(context))
+        invoke = convert.invoke_request(request, idempotency_key(context))
         result = await self._service.invoke(invoke, current_caller(), "grpc", deadline=call_deadline(context))
         _mark_replayed(result, context)
         return convert.invoke_response(result)

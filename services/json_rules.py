@@ -28,7 +28,7 @@ def parse_json(data: bytes | str, what: str, *, max_depth: int = MAX_JSON_DEPTH)
     else:
         text = data
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = _DECODER.decode(text)
     except _NotJsonNumber as error:
         raise InvalidRequest(f"{what} holds {error}, a number JSON does not allow") from None
     except RecursionError:
@@ -79,3 +79,7 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(number):
         raise _NotJsonNumber(text)
     return number
+
+
+# Made once: json.loads with hooks builds a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)

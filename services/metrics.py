@@ -14,6 +14,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -134,6 +135,9 @@ class Metrics:
             multiprocess_mode="livemin",
         )
         self._sampling: asyncio.Task[None] | None = None
+        # The labelled series of invocation_ended, by its labels: `labels()` checks and looks them up under a lock,
+        # a cost on every invocation's path that a dict lookup avoids. Bounded like the series themselves.
+        self._ended: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
 
     def invocation_ended(
         self,
@@ -144,9 +148,16 @@ class Metrics:
         duration_seconds: float | None,
     ) -> None:
         """One invocation that ended: `duration_seconds` when Lambda answered it."""
-        self.invocations.labels(function_name, invocation_type, transport, outcome).inc()
+        key = (function_name, invocation_type, transport, outcome)
+        counted = self._ended.get(key)
+        if counted is None:
+            counted = self._ended[key] = (
+                self.invocations.labels(*key),
+                self.duration.labels(function_name, invocation_type),
+            )
+        counted[0].inc()
         if duration_seconds is not None:
-            self.duration.labels(function_name, invocation_type).observe(duration_seconds)
+            counted[1].observe(duration_seconds)
 
     def sample_journal(self, state: JournalState) -> None:
         """Set the journal's gauges from its state."""
