@@ -13,10 +13,11 @@ On disk, under LOG_SPOOL_DIR:
 The segment being written is a file allocated SEGMENT_BYTES long up front; an entry is written into it with one
 pwrite, and is in the kernel's page cache when that returns (a SIGKILL leaves it in the file). Entries are written by
 the threads that call Lambda, right before and after each call. An outcome's answer then waits on the event loop
-while the journal's syncer thread makes one fdatasync for everything written so far and settles every answer
-waiting for it at once (group commit): no Lambda thread blocks on the disk, and the loop is woken once per
-fdatasync, not once per call. The unwritten rest of a segment reads as zero bytes, which no entry holds (entries
-are ASCII JSON lines), so a reader knows where the entries end.
+for one fdatasync of everything written so far, which settles every answer waiting for it at once (group commit):
+the thread that wrote an outcome when no fdatasync was under way makes it, and goes on making them while more
+outcomes wait; the threads that come meanwhile leave their wait to it and go back to the pool. No thread is woken
+to sync, and the loop is woken once per fdatasync, not once per call. The unwritten rest of a segment reads as zero
+bytes, which no entry holds (entries are ASCII JSON lines), so a reader knows where the entries end.
 
 (Entries were once copied into a shared memory mapping of the segment, with no system call; but each fdatasync
 write-protects the mapping's dirty pages in the view of every thread, and the next entry takes a fault to write
@@ -139,8 +140,9 @@ class Journal:
         # Outcomes a loop waits to see durable (position, loop, what to call), and the thread that syncs for them:
         # one fdatasync and one wake of the loop for all that wait, however many, and no Lambda thread blocked.
         self._durable_waiters: list[tuple[int, asyncio.AbstractEventLoop, Callable[[OSError | None], None]]] = []
-        self._waiters_changed = threading.Condition()
-        self._syncer: threading.Thread | None = None
+        self._waiters_lock = threading.Lock()
+        # A thread is making an fdatasync for the waits: the others leave theirs to it.
+        self._syncing = False
         # For journal writes of code on the event loop (refusals, failures): they too keep off the loop.
         self._io_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-io")
         # The segment each running invocation's start is in, so its outcome can release that segment.
@@ -259,53 +261,63 @@ class Journal:
             return
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        self.when_durable(position, loop, functools.partial(_settle, waiter))
+        # Not on the loop's thread: the wait may fall to this call to make the fdatasync itself.
+        try:
+            await loop.run_in_executor(
+                self._io_thread, self.when_durable, position, loop, functools.partial(_settle, waiter)
+            )
+        except RuntimeError:  # the journal's thread is gone: the journal is closed
+            raise OSError("the invocation journal is closed") from None
         await waiter
 
     def when_durable(
         self, position: int, loop: asyncio.AbstractEventLoop, then: Callable[[OSError | None], None]
     ) -> None:
-        """From any thread: have `loop` call `then(None)` once everything written up to `position` is durable, or
-        `then(error)` when it cannot be made so.
+        """From a thread that may block: have `loop` call `then(None)` once everything written up to `position` is
+        durable, or `then(error)` when it cannot be made so.
 
-        The journal's syncer thread makes one fdatasync for every outcome waiting when it begins (group commit) and
-        wakes each loop once for all the waits it settles; the threads that called Lambda never wait for it.
+        Group commit without a thread of its own: when no fdatasync is under way, the calling thread makes one for
+        everything written so far, settles every wait it covers with one wake of each loop, and goes on syncing
+        for the waits that came meanwhile; a call that finds an fdatasync under way leaves its wait to that
+        thread and returns at once.
         """
-        with self._waiters_changed:
+        lead = False
+        with self._waiters_lock:
             if self._closed:
                 error: OSError | None = OSError("the invocation journal is closed")
             elif self._synced >= position:
                 error = None
             else:
                 self._durable_waiters.append((position, loop, then))
-                if self._syncer is None:
-                    self._syncer = threading.Thread(target=self._sync_for_waiters, name="journal-sync", daemon=True)
-                    self._syncer.start()
-                self._waiters_changed.notify()
-                return
+                if self._syncing:
+                    return
+                self._syncing = True
+                lead = True
+        if lead:
+            self._sync_for_waiters()
+            return
         with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
             loop.call_soon_threadsafe(then, error)
 
     def _sync_for_waiters(self) -> None:
-        """The syncer thread: make durable what the waiting outcomes need, then settle them; until closed."""
+        """The leading thread: make durable what the waiting outcomes need, then settle them; until none waits."""
         while True:
-            with self._waiters_changed:
-                while not self._durable_waiters and not self._closed:
-                    self._waiters_changed.wait()
+            with self._waiters_lock:
                 waiters, self._durable_waiters = self._durable_waiters, []
-            if not waiters:
-                return
+                if not waiters:
+                    self._syncing = False
+                    return
             error: OSError | None = None
             try:
                 self._sync_to(max(position for position, _, _ in waiters))
             except OSError as failure:
                 error = failure
             by_loop: dict[asyncio.AbstractEventLoop, list[Callable[[OSError | None], None]]] = {}
-            for _, loop, then in waiters:
-                by_loop.setdefault(loop, []).append(then)
-            for loop, settlements in by_loop.items():
+            for _, waiting_loop, then in waiters:
+                by_loop.setdefault(waiting_loop, []).append(then)
+            for waiting_loop, settlements in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
-                    loop.call_soon_threadsafe(_settle_all, settlements, error)
+                    waiting_loop.call_soon_threadsafe(_settle_all, settlements, error)
 
     async def append_outcome(self, entry: Entry) -> None:
         """`append_outcome_durable` for code on the event loop, run on the journal's own thread."""
@@ -455,11 +467,6 @@ class Journal:
                 return
             self._closed = True
         self._io_thread.shutdown(wait=True)
-        with self._waiters_changed:
-            syncer = self._syncer
-            self._waiters_changed.notify()
-        if syncer is not None:
-            syncer.join()  # outcomes still waiting get the closed journal's OSError (their records go direct)
         with self._sync_lock, self._lock:  # after any fdatasync under way
             segments = [*self._retired, *([(self._segment, self._fd)] if self._fd >= 0 else [])]
             self._retired, self._fd = [], -1
@@ -486,7 +493,7 @@ def _settle(future: asyncio.Future[None], error: OSError | None) -> None:
 
 
 def _settle_all(settlements: list[Callable[[OSError | None], None]], error: OSError | None) -> None:
-    """On a loop: each wait the syncer just settled, in one callback of the loop for all of them."""
+    """On a loop: each wait one fdatasync just settled, in one callback of the loop for all of them."""
     for then in settlements:
         try:
             then(error)

@@ -582,7 +582,7 @@ class LambdaService:
     ) -> asyncio.Future[tuple[InvokeResult, InvocationOutcome]]:
         """One attempt on an executor thread, answered once its outcome is durable.
 
-        The thread calls Lambda and writes the outcome; the journal's syncer then settles this attempt together with
+        The thread calls Lambda and writes the outcome; the fdatasync that covers it settles this attempt together with
         every other outcome of the same fdatasync, in one wake of the loop: one hand-off each way per invocation.
         """
         loop = asyncio.get_running_loop()
@@ -642,7 +642,7 @@ class LambdaService:
             log_tail=result.log_result,
         )
         try:
-            # Made durable by the journal's syncer, which the loop waits for: this thread goes back to the pool.
+            # Made durable by the journal's group fsync, which the loop waits for (see Journal.when_durable).
             journaled.outcome_position = self._log.write_outcome(record, outcome)
         except Exception as error:
             # The answer stands: the loop writes the record to the database directly instead.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -459,6 +460,44 @@ async def test_an_outcome_that_cannot_be_made_durable_fails_its_wait(
 
     with pytest.raises(OSError, match="could not be made durable"):
         await log.outcome_durable(position)
+
+
+async def test_an_outcome_written_during_an_fdatasync_leaves_its_wait_to_the_thread_making_it(
+    log: InvocationLog, monkeypatch: pytest.MonkeyPatch
+):
+    # The first thread makes the fdatasync and blocks in it; the second returns at once, and the first makes a
+    # second fdatasync for it before it goes back to the pool.
+    syncing, release = threading.Event(), threading.Event()
+    syncs: list[int] = []
+    make_durable = journal_module._sync_segments
+
+    def held(*arguments, **keywords) -> None:
+        syncs.append(1)
+        syncing.set()
+        release.wait(10)
+        make_durable(*arguments, **keywords)
+
+    monkeypatch.setattr(journal_module, "_sync_segments", held)
+    loop = asyncio.get_running_loop()
+    settled: dict[str, asyncio.Future[OSError | None]] = {name: loop.create_future() for name in ("first", "second")}
+
+    def outcome_of(name: str) -> None:
+        record = _start()
+        log.record_start(record)
+        position = log.write_outcome(record, _outcome(record))
+        log.when_outcome_durable(position, loop, settled[name].set_result)
+
+    first = threading.Thread(target=outcome_of, args=("first",))
+    first.start()
+    assert await asyncio.to_thread(syncing.wait, 10)
+    await asyncio.wait_for(asyncio.to_thread(outcome_of, "second"), 5)  # returned while the fdatasync is held
+    assert first.is_alive()
+    assert not settled["first"].done()
+    release.set()
+    assert await asyncio.wait_for(settled["first"], 10) is None
+    assert await asyncio.wait_for(settled["second"], 10) is None
+    await asyncio.to_thread(first.join, 10)
+    assert len(syncs) == 2
 
 
 async def test_an_outcome_waiting_when_the_journal_closes_fails_its_wait(log: InvocationLog):
