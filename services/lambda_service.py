@@ -526,8 +526,11 @@ class LambdaService:
         trace = current_trace()
         trace_header = trace.amzn_trace_id if trace is not None else None
         try:
+            invoke_and_record = functools.partial(
+                self._invoke_and_record, arguments, record, started, journaled, trace_header
+            )
             result, outcome = await self._call(
-                functools.partial(self._attempt_invocation, arguments, record, started, journaled, trace_header),
+                functools.partial(self._attempt_invocation, invoke_and_record, journaled),
                 mode,
                 record.function_name,
                 request.qualifier,
@@ -573,14 +576,9 @@ class LambdaService:
         return result
 
     def _attempt_invocation(
-        self,
-        arguments: dict[str, Any],
-        record: InvocationStart,
-        started: float,
-        journaled: _Journaled,
-        trace_header: str | None = None,
+        self, invoke_and_record: Callable[[], tuple[InvokeResult, InvocationOutcome]], journaled: _Journaled
     ) -> asyncio.Future[tuple[InvokeResult, InvocationOutcome]]:
-        """One attempt on an executor thread, answered once its outcome is durable.
+        """One attempt (`_invoke_and_record`) on a worker thread, answered once its outcome is durable.
 
         The thread calls Lambda and writes the outcome; the fdatasync that covers it settles this attempt together with
         every other outcome of the same fdatasync, in one wake of the loop: one hand-off each way per invocation.
@@ -590,7 +588,7 @@ class LambdaService:
 
         def attempt() -> None:
             try:
-                value = self._invoke_and_record(arguments, record, started, journaled, trace_header)
+                value = invoke_and_record()
             except BaseException as error:
                 _call_soon(loop, _fail, answer, error)
                 return

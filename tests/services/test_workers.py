@@ -60,7 +60,7 @@ def test_tasks_beyond_the_limit_wait_for_a_free_thread_then_all_threads_are_free
     assert pool.threads == 2
 
 
-def test_after_a_backlog_the_threads_that_ended_idle_are_started_again(workers):
+def test_after_a_backlog_idle_threads_end_and_are_started_again(workers):
     pool = workers(2, idle_seconds=0.2)
     gate = threading.Event()
     done: list[int] = []
@@ -96,17 +96,6 @@ def test_a_task_that_raises_is_logged_and_its_thread_goes_on(workers, caplog):
     assert done.wait(WAIT)
     assert "a worker's task failed" in caplog.text
     assert pool.threads == 1
-
-
-def test_an_idle_thread_ends_after_its_idle_time(workers):
-    pool = workers(4, idle_seconds=0.1)
-    done = threading.Event()
-    pool.submit(done.set)
-    assert done.wait(WAIT)
-    _wait_until(lambda: pool.threads == 0)
-    again = threading.Event()
-    pool.submit(again.set)
-    assert again.wait(WAIT)
 
 
 def test_shutdown_runs_what_was_queued_then_ends_every_thread_and_refuses_more(workers):
