@@ -21,7 +21,7 @@ from quart import Quart
 
 from clients_cli import add_clients_command, run_clients_command
 from config import MODULE_NAME, Settings, SettingsError, environment_with_dotenv, load_settings
-from grpc_api.interceptor import SERVICE_NAME, ServiceInterceptor
+from grpc_api.interceptor import SERVICE_NAME, ServiceGuard
 from grpc_api.server import GrpcServer, ModuleHealth
 from grpc_api.servicer import LambdaActionServicer
 from logging_setup import configure_logging
@@ -153,9 +153,9 @@ def build_grpc_server(services: Services, *, reuse_port: bool = False) -> GrpcSe
         # grpc shares ports by default; one process per port unless WORKERS asks, so a clash fails loudly.
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
-    interceptor = ServiceInterceptor(services.authenticator)
+    guard = ServiceGuard(services.authenticator)
     server = grpc.aio.server(options=options)
-    interceptor.add_guarded_servicer(LambdaActionServicer(services.service, services.history), server)
+    guard.add_guarded_servicer(LambdaActionServicer(services.service, services.history), server)
     health_servicer = ModuleHealth(services.invocation_log.state)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.grpc_reflection:
@@ -168,7 +168,7 @@ def build_grpc_server(services: Services, *, reuse_port: bool = False) -> GrpcSe
         raise OSError(f"cannot listen for gRPC on {host}:{settings.grpc_port}: {error}") from None
     if port == 0:
         raise OSError(f"cannot listen for gRPC on {host}:{settings.grpc_port} (is the port in use?)")
-    return GrpcServer(server=server, port=port, health=health_servicer, interceptor=interceptor)
+    return GrpcServer(server=server, port=port, health=health_servicer, guard=guard)
 
 
 async def build_servers(settings: Settings, prepare: bool) -> Servers:

@@ -1,1 +1,1 @@
-"""The gRPC transport: the LambdaAction servicer, its interceptor, and proto <-> domain conversion."""
+"""The gRPC transport: the LambdaAction servicer, the guard around its methods, and proto <-> domain conversion."""

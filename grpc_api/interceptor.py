@@ -35,7 +35,7 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 def current_caller() -> Caller:
-    """The caller the interceptor authenticated for this RPC."""
+    """The caller the guard authenticated for this RPC."""
     return _current_caller.get()
 
 
@@ -50,7 +50,7 @@ def idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
     return _metadata_value(context, IDEMPOTENCY_KEY_METADATA)
 
 
-class ServiceInterceptor:
+class ServiceGuard:
     """Turns the call's token into a Caller and domain errors into gRPC statuses, for LambdaAction only.
 
     The token may travel in the message (older routers put it in a `token` field), so the check runs

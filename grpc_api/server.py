@@ -11,10 +11,10 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 
-from grpc_api.interceptor import SERVICE_NAME, ServiceInterceptor
+from grpc_api.interceptor import SERVICE_NAME, ServiceGuard
 from services.invocation_log import JournalState
 
-# How long the drain waits, once idle, for calls grpc accepted just before the stop to reach the interceptor.
+# How long the drain waits, once idle, for calls grpc accepted just before the stop to reach the guard.
 _SETTLE_SECONDS = 0.2
 
 
@@ -52,7 +52,7 @@ class GrpcServer:
     server: grpc.aio.Server
     port: int
     health: health_aio.HealthServicer
-    interceptor: ServiceInterceptor
+    guard: ServiceGuard
 
     async def start(self) -> None:
         """Start answering, and report the LambdaAction service ready."""
@@ -74,12 +74,12 @@ class GrpcServer:
 
     async def _settled(self) -> None:
         """Return once no LambdaAction call is under way, nor has one begun for a little while: a call grpc took just
-        before the stop reaches the interceptor a moment later, and cutting it then would answer UNAVAILABLE (which
+        before the stop reaches the guard a moment later, and cutting it then would answer UNAVAILABLE (which
         routers retry) to an invocation that runs on."""
         while True:
-            await self.interceptor.wait_idle()
+            await self.guard.wait_idle()
             await asyncio.sleep(_SETTLE_SECONDS)
-            if self.interceptor.calls_in_flight == 0:
+            if self.guard.calls_in_flight == 0:
                 return
 
     async def stop(self) -> None:

@@ -15,7 +15,7 @@ from services.lambda_service import LambdaService
 
 
 class LambdaActionServicer(pb_grpc.LambdaActionServicer):
-    """Every RPC goes through ServiceInterceptor first: the caller is known and errors become statuses."""
+    """Every RPC goes through ServiceGuard first: the caller is known and errors become statuses."""
 
     def __init__(self, service: LambdaService, history: InvocationHistory) -> None:
         self._service = service

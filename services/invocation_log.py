@@ -114,19 +114,12 @@ class InvocationLog:
         self._journal.append_start(_start_entry(record))
 
     def write_outcome(self, record: InvocationStart, outcome: InvocationOutcome) -> int:
-        """Journal how an invocation ended, not yet durable; the position to await `outcome_durable` with.
+        """Journal how an invocation ended, not yet durable; the position to give `when_outcome_durable`.
 
         Blocking: called by the thread that called Lambda, right after its answer. OSError when the journal
         cannot be written (see `record_directly`).
         """
         return self._journal.append_outcome_later(_outcome_entry(record, outcome))
-
-    async def outcome_durable(self, position: int) -> None:
-        """Return once the outcomes written up to `position` are durable (one fdatasync for all who wait).
-
-        OSError when they cannot be made so (see `record_directly`).
-        """
-        await self._journal.made_durable(position)
 
     def when_outcome_durable(
         self, position: int, loop: asyncio.AbstractEventLoop, then: Callable[[OSError | None], None]

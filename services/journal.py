@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import functools
 import json
 import logging
 import os
@@ -242,8 +241,8 @@ class Journal:
         self._sync_to(self.append_outcome_later(entry))
 
     def append_outcome_later(self, entry: Entry) -> int:
-        """Write an invocation's outcome, not yet durable: the position to await `made_durable` with before the
-        caller gets its answer.
+        """Write an invocation's outcome, not yet durable: the position to give `when_durable` before the caller gets
+        its answer.
 
         From any thread; OSError when the outcome could not be written.
         """
@@ -254,21 +253,6 @@ class Journal:
             if started_in is not None:
                 started_in.open_starts -= 1
         return position
-
-    async def made_durable(self, position: int) -> None:
-        """Return once everything written up to `position` is durable; OSError when it cannot be made so."""
-        if self._synced >= position:
-            return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        # Not on the loop's thread: the wait may fall to this call to make the fdatasync itself.
-        try:
-            await loop.run_in_executor(
-                self._io_thread, self.when_durable, position, loop, functools.partial(_settle, waiter)
-            )
-        except RuntimeError:  # the journal's thread is gone: the journal is closed
-            raise OSError("the invocation journal is closed") from None
-        await waiter
 
     def when_durable(
         self, position: int, loop: asyncio.AbstractEventLoop, then: Callable[[OSError | None], None]
@@ -480,16 +464,6 @@ class Journal:
         for folder in self.folders:
             with contextlib.suppress(OSError):
                 os.close(folder.lock_fd)
-
-
-def _settle(future: asyncio.Future[None], error: OSError | None) -> None:
-    """On the waiter's loop: durable (or failed with `error`)."""
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
 
 
 def _settle_all(settlements: list[Callable[[OSError | None], None]], error: OSError | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -604,3 +605,12 @@ def test_a_port_in_use_stops_start_up_naming_its_variable(make_settings: Setting
         settings = make_settings(HOST="127.0.0.1", LAMBDA_BACKEND="local", **{**ports, variable: str(port)})
         with pytest.raises(OSError, match=f"{variable}={port} cannot be used"):
             check_ports_free(settings)
+
+
+def test_the_module_runs_on_uvloop_where_it_is_installed():
+    pytest.importorskip("uvloop")
+
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert serving.run_on_event_loop(loop_module()).startswith("uvloop")

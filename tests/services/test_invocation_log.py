@@ -426,18 +426,23 @@ async def test_outcomes_written_by_many_threads_are_made_durable_together(
     monkeypatch.setattr(journal_module, "_sync_segments", counted)
     records = [_start() for _ in range(400)]
 
-    def invocation(record: InvocationStart) -> int:
-        log.record_start(record)
-        return log.write_outcome(record, _outcome(record))
-
-    async def answered(position: int) -> None:
-        await log.outcome_durable(position)
-        assert log._journal._synced >= position  # nobody is answered before their outcome is durable
-
     loop = asyncio.get_running_loop()
+    answered: list[asyncio.Future[bool]] = [loop.create_future() for _ in records]
+
+    def invocation(record: InvocationStart, answer: asyncio.Future[bool]) -> None:
+        log.record_start(record)
+        position = log.write_outcome(record, _outcome(record))
+
+        def settled(error: OSError | None) -> None:
+            # Nobody is answered before their outcome is durable.
+            answer.set_result(error is None and log._journal._synced >= position)
+
+        log.when_outcome_durable(position, loop, settled)
+
     with ThreadPoolExecutor(max_workers=16) as threads:
-        positions = await asyncio.gather(*(loop.run_in_executor(threads, invocation, record) for record in records))
-    await asyncio.gather(*(answered(position) for position in positions))
+        writes = zip(records, answered, strict=True)
+        await asyncio.gather(*(loop.run_in_executor(threads, invocation, *pair) for pair in writes))
+    assert all(await asyncio.gather(*answered))
 
     assert 1 <= len(syncs) < len(records)
     assert await log.flush(10)
@@ -459,7 +464,7 @@ async def test_an_outcome_that_cannot_be_made_durable_fails_its_wait(
     position = await asyncio.to_thread(log.write_outcome, record, _outcome(record))
 
     with pytest.raises(OSError, match="could not be made durable"):
-        await log.outcome_durable(position)
+        await _durable(log, position)
 
 
 async def test_an_outcome_written_during_an_fdatasync_leaves_its_wait_to_the_thread_making_it(
@@ -507,7 +512,17 @@ async def test_an_outcome_waiting_when_the_journal_closes_fails_its_wait(log: In
     await asyncio.to_thread(log._journal.close)
 
     with pytest.raises(OSError, match="closed"):
-        await log.outcome_durable(position)
+        await _durable(log, position)
+
+
+async def _durable(log: InvocationLog, position: int) -> None:
+    """Wait as an invocation does: its thread asks to be settled on the loop once its outcome is durable."""
+    loop = asyncio.get_running_loop()
+    settled: asyncio.Future[OSError | None] = loop.create_future()
+    await asyncio.to_thread(log.when_outcome_durable, position, loop, settled.set_result)
+    error = await settled
+    if error is not None:
+        raise error
 
 
 async def test_an_outcome_is_in_the_journal_file_when_write_outcome_returns(log: InvocationLog, spool: Path):
