@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import re
@@ -614,3 +615,14 @@ def test_the_module_runs_on_uvloop_where_it_is_installed():
         return type(asyncio.get_running_loop()).__module__
 
     assert serving.run_on_event_loop(loop_module()).startswith("uvloop")
+
+
+def test_what_start_up_built_is_left_out_of_later_collections():
+    built_at_start_up = {"clients": [object()]}
+    try:
+        serving.settle_start_up_objects()
+        assert gc.get_freeze_count() > 0
+        assert not any(tracked is built_at_start_up for tracked in gc.get_objects())
+    finally:
+        gc.unfreeze()
+    assert any(tracked is built_at_start_up for tracked in gc.get_objects())
