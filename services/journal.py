@@ -10,13 +10,17 @@ On disk, under LOG_SPOOL_DIR:
     <pid>-<ms>/lock         held by the process writing that folder: each process starts a folder of its own
     <pid>-<ms>/<n>.journal  segments of JSON lines, numbered in order
 
-The segment being written is a file allocated SEGMENT_BYTES long up front; an entry is written into it with one
-pwrite, and is in the kernel's page cache when that returns (a SIGKILL leaves it in the file). Entries are written by
-the threads that call Lambda, right before and after each call. An outcome's answer then waits on the event loop
-for one fdatasync of everything written so far, which settles every answer waiting for it at once (group commit):
-the thread that wrote an outcome when no fdatasync was under way makes it, and goes on making them while more
-outcomes wait; the threads that come meanwhile leave their wait to it and go back to the pool. No thread is woken
-to sync, and the loop is woken once per fdatasync, not once per call. The unwritten rest of a segment reads as zero
+The segment being written is a file allocated SEGMENT_BYTES long up front; entries are written into it with pwrite,
+and are in the kernel's page cache when that returns (a SIGKILL leaves them in the file). The thread that calls
+Lambda writes the start right before the call. Right after it, the thread hands the outcome to the journal, which
+keeps it until the next fdatasync: the caller's answer waits on the event loop for that fdatasync, which writes every
+outcome handed over since the last one in one pwrite, makes it durable, and settles every answer waiting for it at
+once (group commit). The thread that handed over an outcome when no fdatasync was under way makes it, and goes on
+making them while more outcomes wait; the threads that come meanwhile leave their wait to it and go back to the
+pool. No thread is woken to sync, and the loop is woken once per fdatasync, not once per call. A start written while
+outcomes wait takes them along, ahead of it, so the file keeps the order of the journal's positions. An outcome is
+in the file before its caller is answered; a SIGKILL before then leaves its invocation interrupted, as it would
+have without the outcome. The unwritten rest of a segment reads as zero
 bytes, which no entry holds (entries are ASCII JSON lines), so a reader knows where the entries end.
 
 (Entries were once copied into a shared memory mapping of the segment, with no system call; but each fdatasync
@@ -144,7 +148,11 @@ class Journal:
         self._syncing = False
         # For journal writes of code on the event loop (refusals, failures): they too keep off the loop.
         self._io_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-io")
-        # The segment each running invocation's start is in, so its outcome can release that segment.
+        # Outcomes taken but not yet written (encoded line, invocation id), in order, and their bytes: written by
+        # the next fdatasync, or ahead of the next start.
+        self._pending: list[tuple[bytes, str]] = []
+        self._pending_bytes = 0
+        # The segment each running invocation's start is in, so its outcome (once written) can release it.
         self._start_segment: dict[str, Segment] = {}
         # (segment number, end offset, wall time) of entries not yet shipped, oldest first: the shipping lag.
         self._unshipped_times: deque[tuple[int, int, float]] = deque()
@@ -229,7 +237,9 @@ class Journal:
         """
         line = _encode(entry)
         with self._lock:
-            segment, _ = self._append(line)
+            # Outcomes waiting for the next fdatasync go first, in the same write: the file keeps the order of
+            # the positions handed out.
+            segment = self._append_pending(line)
             segment.open_starts += 1
             self._start_segment[entry["invocation_id"]] = segment
 
@@ -241,18 +251,20 @@ class Journal:
         self._sync_to(self.append_outcome_later(entry))
 
     def append_outcome_later(self, entry: Entry) -> int:
-        """Write an invocation's outcome, not yet durable: the position to give `when_durable` before the caller gets
-        its answer.
+        """Take an invocation's outcome, not yet written nor durable: the position to give `when_durable` before the
+        caller gets its answer. The fdatasync that makes it durable writes it first.
 
-        From any thread; OSError when the outcome could not be written.
+        From any thread; OSError when the journal is closed.
         """
         line = _encode(entry)
         with self._lock:
-            _, position = self._append(line)
-            started_in = self._start_segment.pop(entry["invocation_id"], None)
-            if started_in is not None:
-                started_in.open_starts -= 1
-        return position
+            if self._closed:
+                raise OSError("the invocation journal is closed")
+            # Kept until the fdatasync that makes it durable writes it (or a start is written first): one write
+            # for every outcome of a group commit, and no system call here, where the thread holds the GIL.
+            self._pending.append((line, entry["invocation_id"]))
+            self._pending_bytes += len(line)
+            return self._written + self._pending_bytes
 
     def when_durable(
         self, position: int, loop: asyncio.AbstractEventLoop, then: Callable[[OSError | None], None]
@@ -316,6 +328,24 @@ class Journal:
 
         await asyncio.get_running_loop().run_in_executor(self._io_thread, write_both)
 
+    def _append_pending(self, line: bytes = b"") -> Segment:
+        """Write the outcomes waiting to be written, then `line`, in one write (under the lock); the segment written.
+
+        When the write fails, the outcomes stay waiting: the next write takes them again, in the same order.
+        """
+        if not self._pending:
+            segment, _ = self._append(line) if line else (self._segment, self._written)
+            assert segment is not None
+            return segment
+        segment, _ = self._append(b"".join(pending for pending, _ in self._pending) + line)
+        for _, invocation_id in self._pending:
+            started_in = self._start_segment.pop(invocation_id, None)
+            if started_in is not None:
+                started_in.open_starts -= 1
+        self._pending.clear()
+        self._pending_bytes = 0
+        return segment
+
     def _append(self, line: bytes) -> tuple[Segment, int]:
         """Write one encoded entry at the segment's end (under the lock); its segment and the position just past it."""
         if self._closed:
@@ -346,6 +376,10 @@ class Journal:
             with self._lock:
                 if self._closed:
                     raise OSError("the invocation journal is closed")
+                try:
+                    self._append_pending()
+                except OSError as error:
+                    raise OSError(f"the invocation journal could not take outcomes: {error}") from error
                 target = self._written
                 retired, self._retired = self._retired, []
                 folder = self.folders[0].path if self._folder_changed else None
@@ -449,6 +483,8 @@ class Journal:
         with self._lock:
             if self._closed:
                 return
+            with contextlib.suppress(OSError):  # outcomes nobody was answered for: their starts read as interrupted
+                self._append_pending()
             self._closed = True
         self._io_thread.shutdown(wait=True)
         with self._sync_lock, self._lock:  # after any fdatasync under way

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import threading
@@ -107,6 +108,12 @@ def _journal_bytes(spool: Path) -> int:
 
 def _journal_text(spool: Path) -> str:
     return "".join(path.read_text() for path in sorted(spool.glob("*/*.journal")))
+
+
+def _journal_entries(spool: Path) -> list[tuple[str, str]]:
+    """(kind, invocation id) of every entry in the journal files, in file order."""
+    entries = [json.loads(line) for line in _journal_text(spool).rstrip("\x00").split("\n") if line.strip("\x00")]
+    return [(entry["kind"], entry["invocation_id"]) for entry in entries]
 
 
 def test_utc_now_is_naive_utc():
@@ -525,12 +532,54 @@ async def _durable(log: InvocationLog, position: int) -> None:
         raise error
 
 
-async def test_an_outcome_is_in_the_journal_file_when_write_outcome_returns(log: InvocationLog, spool: Path):
+async def test_an_outcome_is_in_the_journal_file_once_it_is_durable(log: InvocationLog, spool: Path):
     record = _start()
     log.record_start(record)
-    await asyncio.to_thread(log.write_outcome, record, _outcome(record, response_payload='{"n":7}'))
-    # Written with pwrite, the bytes are the file's: another reader sees them at once.
-    assert '"response_payload":"{\\"n\\":7}"' in _journal_text(spool)
+    position = await asyncio.to_thread(log.write_outcome, record, _outcome(record, response_payload='{"n":7}'))
+    written = '"response_payload":"{\\"n\\":7}"'
+    # Kept for the fdatasync that makes it durable, which writes it with every outcome of its group.
+    assert written not in _journal_text(spool)
+    await _durable(log, position)
+    assert written in _journal_text(spool)
+
+
+async def test_a_start_takes_the_outcomes_waiting_ahead_of_it(log: InvocationLog, database: Database, spool: Path):
+    first, second = _start(), _start()
+    log.record_start(first)
+    await asyncio.to_thread(log.write_outcome, first, _outcome(first))
+    log.record_start(second)
+    assert _journal_entries(spool) == [
+        ("start", first.invocation_id),
+        ("outcome", first.invocation_id),
+        ("start", second.invocation_id),
+    ]
+    assert await log.flush(10)
+    assert {row["invocation_id"]: row["success"] for row in _rows(database)} == {
+        first.invocation_id: True,
+        second.invocation_id: None,
+    }
+
+
+async def test_outcomes_a_failed_write_could_not_take_are_written_by_the_next(
+    log: InvocationLog, database: Database, monkeypatch: pytest.MonkeyPatch
+):
+    record = _start()
+    log.record_start(record)
+    position = await asyncio.to_thread(log.write_outcome, record, _outcome(record))
+    journal = log._journal
+    write = os.pwrite
+    monkeypatch.setattr(journal_module.os, "pwrite", lambda *_: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(OSError, match="could not take outcomes"):
+        await _durable(log, position)
+    # The caller was told, and its record goes to the database directly; the outcome still waits, in its place.
+    monkeypatch.setattr(journal_module.os, "pwrite", write)
+    later = _start()
+    log.record_start(later)
+    await _durable(log, await asyncio.to_thread(log.write_outcome, later, _outcome(later)))
+    assert journal._synced >= position
+    assert await log.flush(10)
+    assert all(row["success"] is True for row in _rows(database))
+    assert len(_rows(database)) == 2
 
 
 async def test_an_entry_larger_than_a_segment_is_kept_whole(log: InvocationLog, database: Database, spool: Path):
