@@ -114,10 +114,11 @@ class InvocationLog:
         self._journal.append_start(_start_entry(record))
 
     def write_outcome(self, record: InvocationStart, outcome: InvocationOutcome) -> int:
-        """Journal how an invocation ended, not yet durable; the position to give `when_outcome_durable`.
+        """Hand the journal how an invocation ended, not yet written nor durable (the fdatasync that makes it durable
+        writes it); the position to give `when_outcome_durable`.
 
-        Blocking: called by the thread that called Lambda, right after its answer. OSError when the journal
-        cannot be written (see `record_directly`).
+        Called by the thread that called Lambda, right after its answer. OSError when the journal is closed (see
+        `record_directly`).
         """
         return self._journal.append_outcome_later(_outcome_entry(record, outcome))
 

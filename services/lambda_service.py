@@ -580,8 +580,9 @@ class LambdaService:
     ) -> asyncio.Future[tuple[InvokeResult, InvocationOutcome]]:
         """One attempt (`_invoke_and_record`) on a worker thread, answered once its outcome is durable.
 
-        The thread calls Lambda and writes the outcome; the fdatasync that covers it settles this attempt together with
-        every other outcome of the same fdatasync, in one wake of the loop: one hand-off each way per invocation.
+        The thread calls Lambda and hands over the outcome; the fdatasync that writes it and makes it durable settles
+        this attempt together with every other outcome of the same fdatasync, in one wake of the loop: one hand-off
+        each way per invocation.
         """
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[tuple[InvokeResult, InvocationOutcome]] = loop.create_future()
