@@ -483,7 +483,8 @@ class Journal:
         with self._lock:
             if self._closed:
                 return
-            with contextlib.suppress(OSError):  # outcomes nobody was answered for: their starts read as interrupted
+            # Outcomes still waiting go to the file; if they cannot, their starts read as interrupted next time.
+            with contextlib.suppress(OSError):
                 self._append_pending()
             self._closed = True
         self._io_thread.shutdown(wait=True)
