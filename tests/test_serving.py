@@ -275,6 +275,10 @@ def test_one_process_serves_rest_and_grpc_with_one_service(start_module, fake: F
     assert transports == ["grpc", "rest"]
     # One process: both servers logged from the same pid, and nothing went wrong on the way out.
     assert len(set(re.findall(r"INFO \[(\d+)\]", module.text()))) == 1
+    # What start-up built was frozen out of garbage collection once both servers listened.
+    frozen = re.search(r"(\d+) objects of start-up kept out of garbage collection", module.text())
+    assert frozen is not None
+    assert int(frozen.group(1)) > 10_000
     assert "Traceback" not in module.text()
 
 
@@ -620,8 +624,7 @@ def test_the_module_runs_on_uvloop_where_it_is_installed():
 def test_what_start_up_built_is_left_out_of_later_collections():
     built_at_start_up = {"clients": [object()]}
     try:
-        serving.settle_start_up_objects()
-        assert gc.get_freeze_count() > 0
+        assert serving.settle_start_up_objects() == gc.get_freeze_count() > 0
         assert not any(tracked is built_at_start_up for tracked in gc.get_objects())
     finally:
         gc.unfreeze()

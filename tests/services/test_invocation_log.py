@@ -561,14 +561,17 @@ async def test_a_start_takes_the_outcomes_waiting_ahead_of_it(log: InvocationLog
 
 
 async def test_outcomes_a_failed_write_could_not_take_are_written_by_the_next(
-    log: InvocationLog, database: Database, monkeypatch: pytest.MonkeyPatch
+    log: InvocationLog, database: Database, spool: Path, monkeypatch: pytest.MonkeyPatch
 ):
     record = _start()
     log.record_start(record)
     position = await asyncio.to_thread(log.write_outcome, record, _outcome(record))
-    journal = log._journal
+
+    def disk_full(*_: object) -> int:
+        raise OSError(28, "No space left on device")
+
     write = os.pwrite
-    monkeypatch.setattr(journal_module.os, "pwrite", lambda *_: (_ for _ in ()).throw(OSError(28, "No space left")))
+    monkeypatch.setattr(journal_module.os, "pwrite", disk_full)
     with pytest.raises(OSError, match="could not take outcomes"):
         await _durable(log, position)
     # The caller was told, and its record goes to the database directly; the outcome still waits, in its place.
@@ -576,7 +579,13 @@ async def test_outcomes_a_failed_write_could_not_take_are_written_by_the_next(
     later = _start()
     log.record_start(later)
     await _durable(log, await asyncio.to_thread(log.write_outcome, later, _outcome(later)))
-    assert journal._synced >= position
+    assert log._journal._synced >= position
+    assert _journal_entries(spool) == [
+        ("start", record.invocation_id),
+        ("outcome", record.invocation_id),
+        ("start", later.invocation_id),
+        ("outcome", later.invocation_id),
+    ]
     assert await log.flush(10)
     assert all(row["success"] is True for row in _rows(database))
     assert len(_rows(database)) == 2

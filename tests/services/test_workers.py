@@ -22,6 +22,15 @@ def workers():
         pool.shutdown()
 
 
+def _held(pool: Workers, count: int) -> tuple[threading.Event, list[int]]:
+    """`count` tasks submitted to `pool`, each held until the event is set; the list gets each index as it ends."""
+    gate = threading.Event()
+    done: list[int] = []
+    for index in range(count):
+        pool.submit(lambda index=index: (gate.wait(WAIT), done.append(index)))
+    return gate, done
+
+
 def _wait_until(condition, seconds: float = WAIT) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -41,10 +50,7 @@ def test_as_many_tasks_run_at_once_as_there_are_threads(workers):
 
 def test_tasks_beyond_the_limit_wait_for_a_free_thread_then_all_threads_are_free_again(workers):
     pool = workers(2)
-    gate = threading.Event()
-    done: list[int] = []
-    for index in range(5):
-        pool.submit(lambda index=index: (gate.wait(WAIT), done.append(index)))
+    gate, done = _held(pool, 5)
     time.sleep(0.1)
     assert done == []
     assert pool.threads == 2
@@ -62,10 +68,7 @@ def test_tasks_beyond_the_limit_wait_for_a_free_thread_then_all_threads_are_free
 
 def test_after_a_backlog_idle_threads_end_and_are_started_again(workers):
     pool = workers(2, idle_seconds=0.2)
-    gate = threading.Event()
-    done: list[int] = []
-    for index in range(5):
-        pool.submit(lambda index=index: (gate.wait(WAIT), done.append(index)))
+    gate, done = _held(pool, 5)
     gate.set()
     _wait_until(lambda: len(done) == 5)
     _wait_until(lambda: pool.threads == 0)
@@ -100,10 +103,7 @@ def test_a_task_that_raises_is_logged_and_its_thread_goes_on(workers, caplog):
 
 def test_shutdown_runs_what_was_queued_then_ends_every_thread_and_refuses_more(workers):
     pool = workers(2)
-    gate = threading.Event()
-    done: list[int] = []
-    for index in range(4):
-        pool.submit(lambda index=index: (gate.wait(WAIT), done.append(index)))
+    gate, done = _held(pool, 4)
     pool.shutdown()
     with pytest.raises(RuntimeError, match="shut down"):
         pool.submit(lambda: None)
