@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-packages run test lint format proto fuzz soak bench bench-runtime deploy-check scale-test clean
+.PHONY: install system-packages run test lint format proto fuzz soak bench bench-change bench-runtime deploy-check scale-test clean
 
 install: $(STAMP)
 
@@ -48,6 +48,13 @@ proto: install
 bench: install
 	$(BIN)/python bench/gateway_bench.py
 	$(BIN)/python bench/local_lambda_bench.py
+
+# What a change is worth: this checkout's module against BASE's (HEAD, so the uncommitted change), side by side
+# against one runtime, rounds alternated, in one run (BENCH_DATABASE_URL as for `bench`); CHANGE_ARGS adds options
+# (--transport rest, --function sleep, --rounds N, --seconds S, --callers N).
+BASE ?= HEAD
+bench-change: install
+	$(BIN)/python bench/change_compare.py --base $(BASE) $(CHANGE_ARGS)
 
 # How fast the embedded Lambda runtime alone answers through boto3: warm, after an edit, after a start, and the
 # same handler through python-lambda-local and through a bare subprocess, a process per call.

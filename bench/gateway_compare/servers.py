@@ -109,8 +109,17 @@ def module_environment(
     )
 
 
-def start_module(scratch: Path, lambda_url: str, database_url: str, max_in_flight: int) -> Server:
-    """`python app.py` as in production (LAMBDA_BACKEND=aws, its log in the database), against `lambda_url`."""
+def start_module(
+    scratch: Path,
+    lambda_url: str,
+    database_url: str,
+    max_in_flight: int,
+    *,
+    tree: Path = ROOT,
+    name: str = "module",
+) -> Server:
+    """`python app.py` of `tree` (this checkout unless given) as in production (LAMBDA_BACKEND=aws, its log in the
+    database), against `lambda_url`; its logs and journal under `scratch`, named after `name`."""
     rest_port, grpc_port = free_ports(2)
     client_secret = secrets.token_urlsafe(24)
     env = module_environment(
@@ -121,12 +130,12 @@ def start_module(scratch: Path, lambda_url: str, database_url: str, max_in_fligh
         secret_key=secrets.token_urlsafe(64),
         client_id="bench",
         client_secret=client_secret,
-        log_dir=scratch / "module-logs",
-        spool_dir=scratch / "module-spool",
+        log_dir=scratch / f"{name}-logs",
+        spool_dir=scratch / f"{name}-spool",
         MAX_CONCURRENT_REQUESTS=str(max_in_flight),
         SHUTDOWN_GRACE_SECONDS="5",
     )
-    child = spawn("module", [sys.executable, "app.py"], cwd=ROOT, env=env, log_path=scratch / "module.log")
+    child = spawn(name, [sys.executable, "app.py"], cwd=tree, env=env, log_path=scratch / f"{name}.log")
     return Server(child, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}", client_secret=client_secret)
 
 
@@ -173,12 +182,13 @@ def peer_database(bench_database_url: str | None, scratch: Path) -> str:
     if bench_database_url is None:
         url = f"sqlite://{scratch / 'peer.sqlite'}"
     else:
-        url = _sibling_postgres_database(bench_database_url, "_peer")
+        url = sibling_postgres_database(bench_database_url, "_peer")
     _create_peer_table(url, scratch)
     return url
 
 
-def _sibling_postgres_database(url: str, suffix: str) -> str:
+def sibling_postgres_database(url: str, suffix: str) -> str:
+    """The URL of a database beside `url`'s, named after it with `suffix`, created when it is not there."""
     import psycopg2
     from psycopg2 import sql
 
@@ -194,6 +204,21 @@ def _sibling_postgres_database(url: str, suffix: str) -> str:
     finally:
         connection.close()
     return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def drop_postgres_database(url: str, through: str) -> None:
+    """Drop the database of `url`, connected through the database of `through` (nobody may be connected to it)."""
+    import psycopg2
+    from psycopg2 import sql
+
+    name = urllib.parse.urlsplit(url).path.lstrip("/")
+    connection = psycopg2.connect(through)
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    finally:
+        connection.close()
 
 
 def _create_peer_table(url: str, scratch: Path) -> None:
