@@ -3,14 +3,15 @@
     .venv/bin/python bench/change_compare.py [--base REV | --base-dir PATH] [--rounds 8] [--seconds 3]
         [--callers 16] [--transport grpc|rest] [--function echo|sleep] [--out bench/results]
 
-`make bench` says where the module stands against the other paths; this says what a change was worth. The base
-(HEAD unless told, so by default the uncommitted change is what is measured) is checked out in a temporary git
-worktree, or --base-dir names a checkout. Both modules run as `make bench` runs the module, each with a database of
-its own (beside BENCH_DATABASE_URL's on PostgreSQL, else a SQLite file), against one embedded runtime. Rounds of the
-same closed-loop load alternate between them, the order turned each round, so that whatever else the machine does
-weighs on both alike. The figure is this checkout's calls/s over the base's, round by round: the median, with the
-lowest and the highest; beside it each side's server CPU per call, its latencies, and the share of both cores left
-idle. Every child ends with it; the worktree and the databases it made are removed; the JSON goes to bench/results/.
+`make bench` says where the module stands against the other paths; this says what a change was worth. The base (HEAD
+unless told, so by default the uncommitted change is what is measured) is checked out in a temporary git worktree,
+or --base-dir names a checkout; both run with this checkout's Python and packages. Both modules run as `make bench`
+runs the module, each with a database of its own (beside BENCH_DATABASE_URL's on PostgreSQL, else a SQLite file),
+against one embedded runtime. Rounds of the same closed-loop load alternate between them, the order turned each
+round, so that whatever else the machine does weighs on both alike. The figure is this checkout's calls/s over the
+base's, round by round: the median, with the lowest and the highest; beside it each side's server CPU per call, its
+latencies, and the share of both cores left idle. Every child ends with it; the worktree and the databases it made
+are removed; the JSON goes to bench/results/.
 """
 
 from __future__ import annotations
