@@ -1,9 +1,28 @@
-"""What a bench smoke test checks once its run has ended: that no process it started is left."""
+"""How a bench smoke test runs its script, and checks once the run has ended that no process it started is left."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(
+    arguments: Sequence[str], scratch: Path, *, timeout: float, variables: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python <arguments>` from the project's root, as `make` runs it: none of this session's AWS_, BENCH_ or
+    PEER_ settings, `variables` over that, and TMPDIR in `scratch`, which every child inherits (see processes_with).
+    """
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "BENCH_", "PEER_"))}
+    environment.update(variables or {})
+    environment["TMPDIR"] = str(scratch)
+    return subprocess.run(
+        [sys.executable, *arguments], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def processes_with(variable: bytes) -> list[int]:

@@ -6,7 +6,6 @@ They assert that it ran and measured, never a speed: what a change is worth is w
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.parse
@@ -15,10 +14,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tests.bench.processes import processes_with
+from tests.bench.processes import ROOT, processes_with, run_script
 from tests.conftest import POSTGRES_URL
 
-ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_SECONDS = 180
 ROUNDS = 2
 
@@ -28,18 +26,12 @@ def compare(tmp_path: Path, *arguments: str, database_url: str | None = None) ->
     out = tmp_path / "results"
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "BENCH_"))}
-    environment["TMPDIR"] = str(scratch)
-    if database_url is not None:
-        environment["BENCH_DATABASE_URL"] = database_url
-    command = [sys.executable, "bench/change_compare.py", *arguments, "--rounds", str(ROUNDS), "--seconds", "0.3"]
-    done = subprocess.run(
-        [*command, "--callers", "2", "--out", str(out)],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
+    command = ["bench/change_compare.py", *arguments, "--rounds", str(ROUNDS), "--seconds", "0.3", "--callers", "2"]
+    done = run_script(
+        [*command, "--out", str(out)],
+        scratch,
         timeout=RUN_TIMEOUT_SECONDS,
+        variables={"BENCH_DATABASE_URL": database_url} if database_url is not None else None,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     (result_file,) = out.glob("change-*.json")

@@ -6,16 +6,13 @@ It asserts that the benchmark ran and measured, never a speed: speed is what the
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.bench.processes import processes_with
+from tests.bench.processes import ROOT, processes_with, run_script
 
-ROOT = Path(__file__).resolve().parents[2]
 PEER = ROOT.parent / "shared" / "peer" / "lambda_action_module"
 SMOKE_TIMEOUT_SECONDS = 240
 
@@ -26,16 +23,7 @@ def smoke_run(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict, P
     out = tmp_path / "results"
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "BENCH_", "PEER_"))}
-    environment["TMPDIR"] = str(scratch)
-    done = subprocess.run(
-        [sys.executable, "bench/gateway_bench.py", "--smoke", "--out", str(out)],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=SMOKE_TIMEOUT_SECONDS,
-    )
+    done = run_script(["bench/gateway_bench.py", "--smoke", "--out", str(out)], scratch, timeout=SMOKE_TIMEOUT_SECONDS)
     results = sorted(out.glob("gateway-*.json"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(results) == 1, done.stdout

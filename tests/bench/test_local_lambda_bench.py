@@ -6,15 +6,11 @@ It asserts that the benchmark ran and measured, never a speed: speed is what the
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from importlib.util import find_spec
 from pathlib import Path
 
-from tests.bench.processes import processes_with
+from tests.bench.processes import processes_with, run_script
 
-ROOT = Path(__file__).resolve().parents[2]
 SMOKE_TIMEOUT_SECONDS = 240
 LATENCY_ROWS = {
     "warm invoke, boto3",
@@ -31,16 +27,8 @@ def test_a_smoke_run_measures_every_row_and_leaves_nothing_running(tmp_path: Pat
     figures_file = tmp_path / "figures.json"
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "BENCH_"))}
-    environment["TMPDIR"] = str(scratch)
-
-    done = subprocess.run(
-        [sys.executable, "bench/local_lambda_bench.py", "--smoke", "--json", str(figures_file)],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=SMOKE_TIMEOUT_SECONDS,
+    done = run_script(
+        ["bench/local_lambda_bench.py", "--smoke", "--json", str(figures_file)], scratch, timeout=SMOKE_TIMEOUT_SECONDS
     )
 
     assert done.returncode == 0, done.stdout + done.stderr

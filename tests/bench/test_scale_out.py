@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
 import psycopg2
 import pytest
 
-from tests.bench.processes import processes_with
+from tests.bench.processes import processes_with, run_script
 from tests.conftest import POSTGRES_URL
 
-ROOT = Path(__file__).resolve().parents[2]
 SMOKE_TIMEOUT_SECONDS = 90
 
 
@@ -32,17 +28,8 @@ def test_a_short_scale_out_run_passes_and_leaves_nothing_behind(tmp_path: Path) 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     figures = tmp_path / "figures.json"
-    environment = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "BENCH_"))}
-    environment["TMPDIR"] = str(scratch)
-    command = [sys.executable, "bench/scale_out.py", "--database-url", POSTGRES_URL, "--seconds", "1.5"]
-    done = subprocess.run(
-        [*command, "--callers", "2", "--json", str(figures)],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=SMOKE_TIMEOUT_SECONDS,
-    )
+    command = ["bench/scale_out.py", "--database-url", POSTGRES_URL, "--seconds", "1.5"]
+    done = run_script([*command, "--callers", "2", "--json", str(figures)], scratch, timeout=SMOKE_TIMEOUT_SECONDS)
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert "scale-out test: passed" in done.stdout
