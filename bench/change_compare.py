@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,8 @@ def summarise(sides: list[Side]) -> dict[str, Any]:
             total.add(run)
         figures[side.key] = {
             "label": side.label,
+            # Its name only: a PostgreSQL URL may carry a password.
+            "database": Path(urllib.parse.urlsplit(side.database_url).path).name,
             **total.summary(),
             "calls_per_s_median": round(statistics.median(run.calls_per_second for run in side.rounds), 1),
             "idle_share": round(statistics.mean(side.idle_shares), 3),

@@ -14,8 +14,10 @@ import subprocess
 import sys
 import tempfile
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway_compare.children import (
     ROOT,
@@ -189,34 +191,40 @@ def peer_database(bench_database_url: str | None, scratch: Path) -> str:
 
 def sibling_postgres_database(url: str, suffix: str) -> str:
     """The URL of a database beside `url`'s, named after it with `suffix`, created when it is not there."""
-    import psycopg2
     from psycopg2 import sql
 
     parts = urllib.parse.urlsplit(url)
     name = parts.path.lstrip("/") + suffix
-    connection = psycopg2.connect(url)
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-            if cursor.fetchone() is None:
-                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    finally:
-        connection.close()
+
+    def create(cursor: Any) -> None:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cursor.fetchone() is None:
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    _administer(url, create)
     return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def drop_postgres_database(url: str, through: str) -> None:
-    """Drop the database of `url`, connected through the database of `through` (nobody may be connected to it)."""
-    import psycopg2
+    """Drop the database of `url`, connected through the database of `through`, its sessions ended first."""
     from psycopg2 import sql
 
     name = urllib.parse.urlsplit(url).path.lstrip("/")
-    connection = psycopg2.connect(through)
+    _administer(
+        through,
+        lambda cursor: cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))),
+    )
+
+
+def _administer(url: str, work: Callable[[Any], None]) -> None:
+    """`work(cursor)` on a connection to `url` outside a transaction, as CREATE and DROP DATABASE need."""
+    import psycopg2
+
+    connection = psycopg2.connect(url)
     try:
         connection.autocommit = True
         with connection.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            work(cursor)
     finally:
         connection.close()
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -57,6 +56,7 @@ def test_a_revision_is_checked_out_measured_beside_this_checkout_and_removed(tmp
     assert result["sides"]["base"]["label"].startswith("HEAD (")
     assert result["sides"]["head"]["label"].startswith("this checkout (HEAD ")
     assert result["database"] == "SQLite"
+    assert [result["sides"][key]["database"] for key in ("base", "head")] == ["base.sqlite", "head.sqlite"]
     assert "head over base, calls/s:" in stdout
     # The base's worktree is gone from git's list and from disk, and every child it started has ended.
     worktrees = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -74,6 +74,11 @@ def test_over_rest_on_postgresql_each_side_has_a_database_that_is_dropped_after(
     assert result["transport"] == "rest"
     assert result["database"] == "PostgreSQL (BENCH_DATABASE_URL)"
     name = urllib.parse.urlsplit(POSTGRES_URL).path.lstrip("/")
+    # Each side logged to a database of its own, beside TEST_DATABASE_URL's; neither is left.
+    assert [result["sides"][key]["database"] for key in ("base", "head")] == [
+        f"{name}_change_base",
+        f"{name}_change_head",
+    ]
     connection = psycopg2.connect(POSTGRES_URL)
     try:
         with connection.cursor() as cursor:
@@ -84,13 +89,8 @@ def test_over_rest_on_postgresql_each_side_has_a_database_that_is_dropped_after(
     assert processes_with(f"TMPDIR={scratch}".encode()) == []
 
 
-def test_bad_arguments_are_refused_with_what_to_fix() -> None:
-    done = subprocess.run(
-        [sys.executable, "bench/change_compare.py", "--rounds", "0"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_bad_arguments_are_refused_with_what_to_fix(tmp_path: Path) -> None:
+    done = run_script(["bench/change_compare.py", "--rounds", "0"], tmp_path, timeout=60)
+
     assert done.returncode == 2
     assert "--rounds and --callers must be at least 1" in done.stderr
