@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-packages run test lint format proto fuzz soak bench bench-change bench-runtime deploy-check scale-test clean
+.PHONY: install system-packages run test lint format proto fuzz soak bench bench-change bench-floor bench-runtime deploy-check scale-test clean
 
 install: $(STAMP)
 
@@ -55,6 +55,12 @@ bench: install
 BASE ?= HEAD
 bench-change: install
 	$(BIN)/python bench/change_compare.py --base $(BASE) $(CHANGE_ARGS)
+
+# How far the record path alone sits below the minimal gateway: the minimal gateway, the same gateway with only the
+# record path issue 9 asks for (bench/gateway_compare/record_floor.py) and the module, side by side over gRPC
+# (BENCH_DATABASE_URL as for `bench`); FLOOR_ARGS adds options (--no-fdatasync-floor, --rounds N, --seconds S).
+bench-floor: install
+	$(BIN)/python bench/floor_compare.py $(FLOOR_ARGS)
 
 # How fast the embedded Lambda runtime alone answers through boto3: warm, after an edit, after a start, and the
 # same handler through python-lambda-local and through a bare subprocess, a process per call.

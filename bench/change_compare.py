@@ -21,14 +21,13 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ sys.path[:0] = [str(BENCH_DIR), str(ROOT)]
 
 from gateway_compare.callers import CallPath, GrpcPath, RestPath  # noqa: E402
 from gateway_compare.children import ChildFailed  # noqa: E402
-from gateway_compare.loads import Run, run_load  # noqa: E402
+from gateway_compare.paired import Contender, figures, measure_rounds, ratio  # noqa: E402
 from gateway_compare.servers import (  # noqa: E402
     ECHO,
     SLEEP,
@@ -53,23 +52,16 @@ from gateway_compare.servers import (  # noqa: E402
 from local_lambda import RuntimeProcess  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
-# Unmeasured calls per side before the first round: connections, the runtime's workers, caches and threads.
-WARMUP_CALLS = 200
 SIDES = ("base", "head")
 
 
 @dataclass
-class Side:
+class Side(Contender):
     """One module of the comparison: where its code is, what it is, and what its rounds measured."""
 
-    key: str
-    tree: Path
-    label: str
+    tree: Path = ROOT
     database_url: str = ""
     server: Server | None = None
-    path: CallPath | None = None
-    rounds: list[Run] = field(default_factory=list)
-    idle_shares: list[float] = field(default_factory=list)
 
 
 def git(*arguments: str, cwd: Path = ROOT) -> str:
@@ -99,53 +91,16 @@ def head_label() -> str:
     return f"this checkout (HEAD {commit}{', with uncommitted changes' if dirty else ''})"
 
 
-def idle_and_total() -> tuple[int, int]:
-    """Idle and total jiffies of all cores since boot, from /proc/stat (idle counts iowait too)."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return fields[3] + fields[4], sum(fields)
-
-
-async def measure(sides: list[Side], function: str, callers: int, rounds: int, seconds: float) -> None:
-    for side in sides:
-        assert side.path is not None
-        await run_load(side.path, function, callers, calls=WARMUP_CALLS)
-    for number in range(rounds):
-        for side in sides if number % 2 == 0 else reversed(sides):
-            assert side.path is not None
-            idle_before, total_before = idle_and_total()
-            side.rounds.append(await run_load(side.path, function, callers, seconds=seconds))
-            idle_after, total_after = idle_and_total()
-            side.idle_shares.append((idle_after - idle_before) / max(1, total_after - total_before))
-
-
 def summarise(sides: list[Side]) -> dict[str, Any]:
     """Each side's figures over all its rounds, and head over base round by round."""
     base, head = sides
-    ratios = [
-        after.calls_per_second / before.calls_per_second if before.calls_per_second else 0.0
-        for before, after in zip(base.rounds, head.rounds, strict=True)
-    ]
-    figures: dict[str, Any] = {}
-    for side in sides:
-        total = Run()
-        for run in side.rounds:
-            total.add(run)
-        figures[side.key] = {
-            "label": side.label,
-            # Its name only: a PostgreSQL URL may carry a password.
-            "database": Path(urllib.parse.urlsplit(side.database_url).path).name,
-            **total.summary(),
-            "calls_per_s_median": round(statistics.median(run.calls_per_second for run in side.rounds), 1),
-            "idle_share": round(statistics.mean(side.idle_shares), 3),
-        }
     return {
-        "sides": figures,
-        "head_over_base": {
-            "calls_per_s_median": round(statistics.median(ratios), 3),
-            "calls_per_s_lowest": round(min(ratios), 3),
-            "calls_per_s_highest": round(max(ratios), 3),
-            "by_round": [round(ratio, 3) for ratio in ratios],
+        "sides": {
+            # The database's name only: a PostgreSQL URL may carry a password.
+            side.key: {**figures(side), "database": Path(urllib.parse.urlsplit(side.database_url).path).name}
+            for side in sides
         },
+        "head_over_base": ratio(head, base),
     }
 
 
@@ -177,7 +132,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="change-compare-") as scratch_name:
         scratch = Path(scratch_name)
         with base_tree(arguments.base, arguments.base_dir, scratch) as (base_path, base_label):
-            sides = [Side("base", base_path, base_label), Side("head", ROOT, head_label())]
+            sides = [Side("base", base_label, tree=base_path), Side("head", head_label(), tree=ROOT)]
             runtime: RuntimeProcess | None = None
             try:
                 write_functions(scratch / "functions", concurrency=arguments.callers)
@@ -237,7 +192,7 @@ async def _open_measure_close(sides: list[Side], function: str, arguments: argpa
             assert side.path is not None
             await side.path.open()
             opened.append(side.path)
-        await measure(sides, function, arguments.callers, arguments.rounds, arguments.seconds)
+        await measure_rounds(list(sides), function, arguments.callers, arguments.rounds, arguments.seconds)
     finally:
         for path in opened:
             await path.close()
