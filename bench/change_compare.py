@@ -19,13 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,21 +32,27 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path[:0] = [str(BENCH_DIR), str(ROOT)]
 
-from gateway_compare.callers import CallPath, GrpcPath, RestPath  # noqa: E402
+from gateway_compare.callers import GrpcPath, RestPath  # noqa: E402
 from gateway_compare.children import ChildFailed  # noqa: E402
-from gateway_compare.paired import Contender, figures, measure_rounds, ratio  # noqa: E402
+from gateway_compare.paired import (  # noqa: E402
+    Contender,
+    Databases,
+    add_load_arguments,
+    check_load_arguments,
+    database_name,
+    echo_runtime,
+    figures,
+    open_measure_close,
+    ratio,
+    stop_servers,
+    write_result,
+)
 from gateway_compare.servers import (  # noqa: E402
     ECHO,
     SLEEP,
-    Server,
-    drop_postgres_database,
-    sibling_postgres_database,
     start_module,
     wait_until_serving,
-    write_functions,
 )
-
-from local_lambda import RuntimeProcess  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
 SIDES = ("base", "head")
@@ -57,11 +60,9 @@ SIDES = ("base", "head")
 
 @dataclass
 class Side(Contender):
-    """One module of the comparison: where its code is, what it is, and what its rounds measured."""
+    """One module of the comparison, and where its code is."""
 
     tree: Path = ROOT
-    database_url: str = ""
-    server: Server | None = None
 
 
 def git(*arguments: str, cwd: Path = ROOT) -> str:
@@ -95,11 +96,7 @@ def summarise(sides: list[Side]) -> dict[str, Any]:
     """Each side's figures over all its rounds, and head over base round by round."""
     base, head = sides
     return {
-        "sides": {
-            # The database's name only: a PostgreSQL URL may carry a password.
-            side.key: {**figures(side), "database": Path(urllib.parse.urlsplit(side.database_url).path).name}
-            for side in sides
-        },
+        "sides": {side.key: {**figures(side), "database": database_name(side)} for side in sides},
         "head_over_base": ratio(head, base),
     }
 
@@ -128,51 +125,41 @@ def render(result: dict[str, Any]) -> str:
 
 def run(arguments: argparse.Namespace) -> dict[str, Any]:
     function = SLEEP if arguments.function == "sleep" else ECHO
-    bench_database = os.environ.get("BENCH_DATABASE_URL") or None
     with tempfile.TemporaryDirectory(prefix="change-compare-") as scratch_name:
         scratch = Path(scratch_name)
+        databases = Databases(scratch, "change")
         with base_tree(arguments.base, arguments.base_dir, scratch) as (base_path, base_label):
             sides = [Side("base", base_label, tree=base_path), Side("head", head_label(), tree=ROOT)]
-            runtime: RuntimeProcess | None = None
             try:
-                write_functions(scratch / "functions", concurrency=arguments.callers)
-                with open(scratch / "runtime.log", "wb") as runtime_log:
-                    runtime = RuntimeProcess.start(
-                        scratch / "functions", port=0, log_level="WARNING", stdout=runtime_log, stderr=runtime_log
-                    )
-                for side in sides:
-                    side.database_url = (
-                        sibling_postgres_database(bench_database, f"_change_{side.key}")
-                        if bench_database
-                        else f"sqlite://{scratch / f'{side.key}.sqlite'}"
-                    )
-                    side.server = start_module(
-                        scratch,
-                        runtime.endpoint_url,
-                        side.database_url,
-                        max_in_flight=4 * arguments.callers,
-                        tree=side.tree,
-                        name=side.key,
-                    )
-                for side in sides:
-                    assert side.server is not None
-                    wait_until_serving(side.server)
-                    side.path = (
-                        RestPath(side.key, side.label, side.server, arguments.callers, payload_as_text=False)
-                        if arguments.transport == "rest"
-                        else GrpcPath(side.key, side.label, side.server, "metadata")
-                    )
-                asyncio.run(_open_measure_close(sides, function, arguments))
+                with echo_runtime(scratch, arguments.callers) as runtime:
+                    try:
+                        for side in sides:
+                            side.database_url = databases.make(side.key)
+                            side.server = start_module(
+                                scratch,
+                                runtime.endpoint_url,
+                                side.database_url,
+                                max_in_flight=4 * arguments.callers,
+                                tree=side.tree,
+                                name=side.key,
+                            )
+                        for side in sides:
+                            assert side.server is not None
+                            wait_until_serving(side.server)
+                            side.path = (
+                                RestPath(side.key, side.label, side.server, arguments.callers, payload_as_text=False)
+                                if arguments.transport == "rest"
+                                else GrpcPath(side.key, side.label, side.server, "metadata")
+                            )
+                        asyncio.run(
+                            open_measure_close(
+                                list(sides), function, arguments.callers, arguments.rounds, arguments.seconds
+                            )
+                        )
+                    finally:
+                        stop_servers(list(sides))
             finally:
-                for side in sides:
-                    if side.server is not None:
-                        side.server.child.stop()
-                if runtime is not None:
-                    runtime.stop()
-                if bench_database:
-                    for side in sides:
-                        if side.database_url:
-                            drop_postgres_database(side.database_url, through=bench_database)
+                databases.drop()
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "transport": arguments.transport,
@@ -180,22 +167,9 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         "callers": arguments.callers,
         "rounds": arguments.rounds,
         "seconds": arguments.seconds,
-        "database": "PostgreSQL (BENCH_DATABASE_URL)" if bench_database else "SQLite",
+        "database": databases.description,
         **summarise(sides),
     }
-
-
-async def _open_measure_close(sides: list[Side], function: str, arguments: argparse.Namespace) -> None:
-    opened: list[CallPath] = []
-    try:
-        for side in sides:
-            assert side.path is not None
-            await side.path.open()
-            opened.append(side.path)
-        await measure_rounds(list(sides), function, arguments.callers, arguments.rounds, arguments.seconds)
-    finally:
-        for path in opened:
-            await path.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,15 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     base = parser.add_mutually_exclusive_group()
     base.add_argument("--base", default="HEAD", help="the revision to measure this checkout against (HEAD)")
     base.add_argument("--base-dir", type=Path, help="a checkout to measure this one against, instead of a revision")
-    parser.add_argument("--rounds", type=int, default=8, help="rounds per side (8)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per round (3)")
-    parser.add_argument("--callers", type=int, default=16, help="closed-loop callers (16)")
+    add_load_arguments(parser, RESULTS_DIR)
     parser.add_argument("--transport", choices=("grpc", "rest"), default="grpc")
     parser.add_argument("--function", choices=("echo", "sleep"), default="echo", help="echo, or the 100 ms one")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON result goes")
     arguments = parser.parse_args(argv)
-    if arguments.rounds < 1 or arguments.seconds <= 0 or arguments.callers < 1:
-        parser.error("--rounds and --callers must be at least 1, and --seconds more than 0")
+    check_load_arguments(parser, arguments)
     try:
         result = run(arguments)
     except ChildFailed as error:
@@ -221,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"change_compare: {' '.join(error.cmd)} failed: {error.stderr.strip()}", file=sys.stderr)
         return 2
     print(render(result))
-    arguments.out.mkdir(parents=True, exist_ok=True)
-    out_path = arguments.out / f"change-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    out_path = write_result(result, arguments.out, "change")
     print(f"written to {out_path}")
     errors = sum(side["errors"] for side in result["sides"].values())
     return 1 if errors else 0

@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
 import sqlite3
 import sys
 import tempfile
 import time
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,22 +34,30 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path[:0] = [str(BENCH_DIR), str(ROOT)]
 
-from gateway_compare.callers import CallPath, GrpcPath  # noqa: E402
+from gateway_compare.callers import GrpcPath  # noqa: E402
 from gateway_compare.children import ChildFailed, child_environment, free_ports, spawn  # noqa: E402
-from gateway_compare.paired import WARMUP_CALLS, Contender, figures, measure_rounds, ratio  # noqa: E402
+from gateway_compare.paired import (  # noqa: E402
+    WARMUP_CALLS,
+    Contender,
+    Databases,
+    add_load_arguments,
+    check_load_arguments,
+    database_name,
+    echo_runtime,
+    figures,
+    open_measure_close,
+    ratio,
+    stop_servers,
+    write_result,
+)
 from gateway_compare.servers import (  # noqa: E402
     DUMMY_AWS,
     ECHO,
     Server,
-    drop_postgres_database,
-    sibling_postgres_database,
     start_minimal_gateway,
     start_module,
     wait_until_serving,
-    write_functions,
 )
-
-from local_lambda import RuntimeProcess  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
 THREADS = 64
@@ -67,10 +73,8 @@ LABELS = {
 
 @dataclass
 class Gateway(Contender):
-    """One server of the comparison, the database it logs to (if any) and its process."""
+    """One server of the comparison; for a record floor, what its table held after."""
 
-    database_url: str = ""
-    server: Server | None = None
     # Rows in a record floor's table once it stopped, to set beside the calls it was sent.
     recorded: int | None = None
 
@@ -116,46 +120,34 @@ _RATIO_NAMES = ("calls_per_s_median", "calls_per_s_lowest", "calls_per_s_highest
 
 
 def run(arguments: argparse.Namespace) -> dict[str, Any]:
-    bench_database = os.environ.get("BENCH_DATABASE_URL") or None
     keys = ["minimal", "floor", *(["floor_no_fdatasync"] if arguments.no_fdatasync_floor else []), "module"]
     gateways = [Gateway(key, LABELS[key]) for key in keys]
     with tempfile.TemporaryDirectory(prefix="floor-compare-") as scratch_name:
         scratch = Path(scratch_name)
-        runtime: RuntimeProcess | None = None
+        databases = Databases(scratch, "floor")
         try:
-            write_functions(scratch / "functions", concurrency=arguments.callers)
-            with open(scratch / "runtime.log", "wb") as runtime_log:
-                runtime = RuntimeProcess.start(
-                    scratch / "functions", port=0, log_level="WARNING", stdout=runtime_log, stderr=runtime_log
-                )
-            for gateway in gateways:
-                if gateway.key != "minimal":
-                    gateway.database_url = (
-                        sibling_postgres_database(bench_database, f"_floor_{gateway.key}")
-                        if bench_database
-                        else f"sqlite://{scratch / f'{gateway.key}.sqlite'}"
+            with echo_runtime(scratch, arguments.callers) as runtime:
+                try:
+                    for gateway in gateways:
+                        if gateway.key != "minimal":
+                            gateway.database_url = databases.make(gateway.key)
+                        gateway.server = _start(gateway, scratch, runtime.endpoint_url, arguments)
+                    for gateway in gateways:
+                        assert gateway.server is not None
+                        wait_until_serving(gateway.server)
+                        token_in = "metadata" if gateway.key == "module" else None
+                        gateway.path = GrpcPath(gateway.key, gateway.label, gateway.server, token_in)
+                    asyncio.run(
+                        open_measure_close(list(gateways), ECHO, arguments.callers, arguments.rounds, arguments.seconds)
                     )
-                gateway.server = _start(gateway, scratch, runtime.endpoint_url, arguments)
-            for gateway in gateways:
-                assert gateway.server is not None
-                wait_until_serving(gateway.server)
-                token_in = "metadata" if gateway.key == "module" else None
-                gateway.path = GrpcPath(gateway.key, gateway.label, gateway.server, token_in)
-            asyncio.run(_open_measure_close(gateways, arguments))
-        finally:
-            for gateway in gateways:
-                if gateway.server is not None:
-                    gateway.server.child.stop()
-            if runtime is not None:
-                runtime.stop()
+                finally:
+                    stop_servers(list(gateways))
             # Stopped, the floors have shipped everything they answered: each says how many rows it wrote.
             for gateway in gateways:
                 if gateway.key.startswith("floor") and gateway.server is not None:
                     gateway.recorded = _floor_rows(gateway.database_url)
-            if bench_database:
-                for gateway in gateways:
-                    if gateway.database_url:
-                        drop_postgres_database(gateway.database_url, through=bench_database)
+        finally:
+            databases.drop()
     minimal = gateways[0]
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -163,12 +155,11 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
         "callers": arguments.callers,
         "rounds": arguments.rounds,
         "seconds": arguments.seconds,
-        "database": "PostgreSQL (BENCH_DATABASE_URL)" if bench_database else "SQLite",
+        "database": databases.description,
         "servers": {
             gateway.key: {
                 **figures(gateway),
-                # The database's name only: a PostgreSQL URL may carry a password.
-                "database": Path(urllib.parse.urlsplit(gateway.database_url).path).name or None,
+                "database": database_name(gateway),
                 "invoked": gateway.path.invocations if gateway.path is not None else 0,
                 **({"recorded": gateway.recorded} if gateway.recorded is not None else {}),
             }
@@ -208,29 +199,12 @@ def _start(gateway: Gateway, scratch: Path, lambda_url: str, arguments: argparse
     )
 
 
-async def _open_measure_close(gateways: list[Gateway], arguments: argparse.Namespace) -> None:
-    opened: list[CallPath] = []
-    try:
-        for gateway in gateways:
-            assert gateway.path is not None
-            await gateway.path.open()
-            opened.append(gateway.path)
-        await measure_rounds(list(gateways), ECHO, arguments.callers, arguments.rounds, arguments.seconds)
-    finally:
-        for path in opened:
-            await path.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=8, help="rounds per server (8)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per round (3)")
-    parser.add_argument("--callers", type=int, default=16, help="closed-loop callers (16)")
+    add_load_arguments(parser, RESULTS_DIR)
     parser.add_argument("--no-fdatasync-floor", action="store_true", help="add the floor without its fdatasync")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON result goes")
     arguments = parser.parse_args(argv)
-    if arguments.rounds < 1 or arguments.seconds <= 0 or arguments.callers < 1:
-        parser.error("--rounds and --callers must be at least 1, and --seconds more than 0")
+    check_load_arguments(parser, arguments)
     try:
         result = run(arguments)
     except ChildFailed as error:
@@ -240,9 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     for server in result["servers"].values():
         if "recorded" in server:
             print(f"{server['label']}: {server['invoked']:,} calls sent, {server['recorded']:,} rows in its table")
-    arguments.out.mkdir(parents=True, exist_ok=True)
-    out_path = arguments.out / f"floor-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    out_path = write_result(result, arguments.out, "floor")
     print(f"written to {out_path}")
     errors = sum(server["errors"] for server in result["servers"].values())
     return 1 if errors else 0

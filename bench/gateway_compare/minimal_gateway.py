@@ -48,18 +48,22 @@ class MinimalGateway(pb_grpc.LambdaActionServicer):
 async def serve(endpoint_url: str, port: int, threads: int) -> None:
     """Serve on 127.0.0.1:`port` until SIGTERM or SIGINT."""
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lambda") as executor:
-        server = grpc.aio.server()
-        gateway = MinimalGateway(plain_lambda_client(endpoint_url, threads), executor)
-        pb_grpc.add_LambdaActionServicer_to_server(gateway, server)
-        if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
-            raise SystemExit(f"cannot listen on 127.0.0.1:{port}")
-        await server.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        await server.stop(grace=1.0)
+        await serve_until_stopped(MinimalGateway(plain_lambda_client(endpoint_url, threads), executor), port)
+
+
+async def serve_until_stopped(servicer: pb_grpc.LambdaActionServicer, port: int) -> None:
+    """Serve `servicer` on 127.0.0.1:`port` until SIGTERM or SIGINT, then stop with a second's grace."""
+    server = grpc.aio.server()
+    pb_grpc.add_LambdaActionServicer_to_server(servicer, server)
+    if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
+        raise SystemExit(f"cannot listen on 127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop(grace=1.0)
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import threading
 import time
 import uuid
@@ -37,6 +36,7 @@ import uvloop
 from pydal import DAL, Field
 
 from gateway_compare.boto import plain_lambda_client
+from gateway_compare.minimal_gateway import serve_until_stopped
 from proto import lambda_action_pb2 as pb
 from proto import lambda_action_pb2_grpc as pb_grpc
 
@@ -254,18 +254,8 @@ async def serve(arguments: argparse.Namespace, db: DAL) -> None:
     shipper.start()
     try:
         with ThreadPoolExecutor(max_workers=arguments.threads, thread_name_prefix="lambda") as executor:
-            server = grpc.aio.server()
             client = plain_lambda_client(arguments.endpoint_url, arguments.threads)
-            pb_grpc.add_LambdaActionServicer_to_server(RecordFloorGateway(client, executor, journal), server)
-            if server.add_insecure_port(f"127.0.0.1:{arguments.port}") == 0:
-                raise SystemExit(f"cannot listen on 127.0.0.1:{arguments.port}")
-            await server.start()
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, stop.set)
-            await stop.wait()
-            await server.stop(grace=1.0)
+            await serve_until_stopped(RecordFloorGateway(client, executor, journal), arguments.port)
     finally:
         stop_shipping.set()
         shipper.join()

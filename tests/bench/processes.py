@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -38,3 +39,22 @@ def processes_with(variable: bytes) -> list[int]:
         if variable in environment:
             found.append(int(entry.name))
     return found
+
+
+def run_comparison(
+    script: str, tmp_path: Path, arguments: Sequence[str], *, timeout: float, database_url: str | None = None
+) -> tuple[str, dict, Path]:
+    """One run of a comparison script (`bench/change_compare.py`, `bench/floor_compare.py`) that must succeed, its
+    scratch folders under tmp_path: its stdout, the JSON result it wrote, and its TMPDIR."""
+    out = tmp_path / "results"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = run_script(
+        [script, *arguments, "--out", str(out)],
+        scratch,
+        timeout=timeout,
+        variables={"BENCH_DATABASE_URL": database_url} if database_url is not None else None,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (result_file,) = out.glob("*.json")
+    return done.stdout, json.loads(result_file.read_text()), scratch

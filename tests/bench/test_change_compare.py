@@ -5,7 +5,6 @@ They assert that it ran and measured, never a speed: what a change is worth is w
 
 from __future__ import annotations
 
-import json
 import subprocess
 import urllib.parse
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tests.bench.processes import ROOT, processes_with, run_script
+from tests.bench.processes import ROOT, processes_with, run_comparison, run_script
 from tests.conftest import POSTGRES_URL
 
 RUN_TIMEOUT_SECONDS = 180
@@ -21,20 +20,15 @@ ROUNDS = 2
 
 
 def compare(tmp_path: Path, *arguments: str, database_url: str | None = None) -> tuple[str, dict, Path]:
-    """One short run with its scratch folders under tmp_path: its stdout, its JSON result, its TMPDIR."""
-    out = tmp_path / "results"
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    command = ["bench/change_compare.py", *arguments, "--rounds", str(ROUNDS), "--seconds", "0.3", "--callers", "2"]
-    done = run_script(
-        [*command, "--out", str(out)],
-        scratch,
+    """One short run: its stdout, its JSON result, its TMPDIR."""
+    short = ["--rounds", str(ROUNDS), "--seconds", "0.3", "--callers", "2"]
+    return run_comparison(
+        "bench/change_compare.py",
+        tmp_path,
+        [*arguments, *short],
         timeout=RUN_TIMEOUT_SECONDS,
-        variables={"BENCH_DATABASE_URL": database_url} if database_url is not None else None,
+        database_url=database_url,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    (result_file,) = out.glob("change-*.json")
-    return done.stdout, json.loads(result_file.read_text()), scratch
 
 
 def assert_both_sides_measured(result: dict) -> None:

@@ -5,14 +5,13 @@ It asserts that the run measured, and that the record floor recorded what it ans
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from pathlib import Path
 
 import psycopg2
 import pytest
 
-from tests.bench.processes import processes_with, run_script
+from tests.bench.processes import processes_with, run_comparison, run_script
 from tests.conftest import POSTGRES_URL
 
 RUN_TIMEOUT_SECONDS = 180
@@ -20,20 +19,11 @@ ROUNDS = 2
 
 
 def compare(tmp_path: Path, *arguments: str, database_url: str | None = None) -> tuple[str, dict, Path]:
-    """One short run with its scratch folders under tmp_path: its stdout, its JSON result, its TMPDIR."""
-    out = tmp_path / "results"
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    command = ["bench/floor_compare.py", *arguments, "--rounds", str(ROUNDS), "--seconds", "0.3", "--callers", "2"]
-    done = run_script(
-        [*command, "--out", str(out)],
-        scratch,
-        timeout=RUN_TIMEOUT_SECONDS,
-        variables={"BENCH_DATABASE_URL": database_url} if database_url is not None else None,
+    """One short run: its stdout, its JSON result, its TMPDIR."""
+    short = ["--rounds", str(ROUNDS), "--seconds", "0.3", "--callers", "2"]
+    return run_comparison(
+        "bench/floor_compare.py", tmp_path, [*arguments, *short], timeout=RUN_TIMEOUT_SECONDS, database_url=database_url
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    (result_file,) = out.glob("floor-*.json")
-    return done.stdout, json.loads(result_file.read_text()), scratch
 
 
 def assert_every_server_measured(result: dict, keys: list[str]) -> None:
