@@ -75,8 +75,9 @@ LABELS = {
 class Gateway(Contender):
     """One server of the comparison; for a record floor, what its table held after."""
 
-    # Rows in a record floor's table once it stopped, to set beside the calls it was sent.
+    # Rows in a record floor's table once it stopped, beside the calls it was sent; its log's end if it failed.
     recorded: int | None = None
+    log_tail: str = ""
 
 
 def start_record_floor(
@@ -146,6 +147,10 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
             for gateway in gateways:
                 if gateway.key.startswith("floor") and gateway.server is not None:
                     gateway.recorded = _floor_rows(gateway.database_url)
+                    short = gateway.path is not None and gateway.recorded != gateway.path.invocations
+                    if short or "Traceback" in gateway.server.child.log_path.read_text(errors="replace"):
+                        # Kept before the scratch folder goes: what went wrong in it.
+                        gateway.log_tail = gateway.server.child.log_tail()
         finally:
             databases.drop()
     minimal = gateways[0]
@@ -162,6 +167,7 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
                 "database": database_name(gateway),
                 "invoked": gateway.path.invocations if gateway.path is not None else 0,
                 **({"recorded": gateway.recorded} if gateway.recorded is not None else {}),
+                **({"log_tail": gateway.log_tail} if gateway.log_tail else {}),
             }
             for gateway in gateways
         },
@@ -216,8 +222,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{server['label']}: {server['invoked']:,} calls sent, {server['recorded']:,} rows in its table")
     out_path = write_result(result, arguments.out, "floor")
     print(f"written to {out_path}")
+    # A floor that failed, or did not keep its whole record, measured less than the record path: not a floor.
+    failed = [server for server in result["servers"].values() if server.get("log_tail")]
+    for server in failed:
+        print(f"floor_compare: {server['label']} failed or lost rows; its log ends:", file=sys.stderr)
+        print(server["log_tail"], file=sys.stderr)
     errors = sum(server["errors"] for server in result["servers"].values())
-    return 1 if errors else 0
+    return 1 if errors or failed else 0
 
 
 if __name__ == "__main__":

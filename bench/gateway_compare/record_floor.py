@@ -161,21 +161,18 @@ def ship(journal: FloorJournal, db: DAL, stop: threading.Event) -> None:
     table = db.floor_invocations
     marker = "?" if db._adapter.dbengine == "sqlite" else "%s"
     row_markers = "(" + ",".join([marker] * len(_COLUMNS)) + ")"
-    try:
-        while True:
-            stopping = stop.wait(SHIP_INTERVAL_SECONDS)
-            rows = journal.take_unshipped()
-            if rows:
-                db.executesql(
-                    f"INSERT INTO {table._rname} ({','.join(_COLUMNS)}) VALUES {','.join([row_markers] * len(rows))} "
-                    "ON CONFLICT (invocation_id) DO NOTHING;",
-                    placeholders=[value for row in rows for value in row],
-                )
-                db.commit()
-            if stopping:  # what was answered before the stop is shipped first
-                return
-    finally:
-        db.close()
+    while True:
+        stopping = stop.wait(SHIP_INTERVAL_SECONDS)
+        rows = journal.take_unshipped()
+        if rows:
+            db.executesql(
+                f"INSERT INTO {table._rname} ({','.join(_COLUMNS)}) VALUES {','.join([row_markers] * len(rows))} "
+                "ON CONFLICT (invocation_id) DO NOTHING;",
+                placeholders=[value for row in rows for value in row],
+            )
+            db.commit()
+        if stopping:  # what was answered before the stop is shipped first
+            return
 
 
 class RecordFloorGateway(pb_grpc.LambdaActionServicer):
@@ -272,8 +269,12 @@ def main() -> None:
     parser.add_argument("--no-fdatasync", dest="fdatasync", action="store_false", help="outcomes left undurable")
     arguments = parser.parse_args()
     db = open_table(arguments.database_url, os.path.dirname(os.path.abspath(arguments.journal)))
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(arguments, db))
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(arguments, db))
+    finally:
+        # PyDAL closes a DAL on the thread that opened it; the shipper has ended by now.
+        db.close()
 
 
 if __name__ == "__main__":
