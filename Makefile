@@ -57,7 +57,7 @@ bench-change: install
 	$(BIN)/python bench/change_compare.py --base $(BASE) $(CHANGE_ARGS)
 
 # How far the record path alone sits below the minimal gateway: the minimal gateway, the same gateway with only the
-# record path issue 9 asks for (bench/gateway_compare/record_floor.py) and the module, side by side over gRPC
+# module's record path (bench/gateway_compare/record_floor.py) and the module, side by side over gRPC
 # (BENCH_DATABASE_URL as for `bench`); FLOOR_ARGS adds options (--no-fdatasync-floor, --rounds N, --seconds S).
 bench-floor: install
 	$(BIN)/python bench/floor_compare.py $(FLOOR_ARGS)

@@ -3,16 +3,17 @@
     .venv/bin/python bench/floor_compare.py [--rounds 8] [--seconds 3] [--callers 16] [--no-fdatasync-floor]
         [--out bench/results]
 
-Issue 9 asks the module for 0.85 of the minimal gateway's calls/s over gRPC, and asks it to write every
-invocation's start before Lambda is called and its outcome durably before the answer, and to ship both to the
-database. `gateway_compare/record_floor.py` is the minimal gateway with that record path and nothing else, as cheap
-as this project knows how to make it: what it reaches of the minimal gateway is about as far as the module's design
-can go with its record path. All three serve gRPC, against one embedded runtime, with the echo function; rounds
-alternate, the order rotated each round. The figures are each server's calls/s over the minimal gateway's, round by
-round (the median, the lowest, the highest), its server CPU per call and latencies. The floor and the module log to
-databases of their own (beside BENCH_DATABASE_URL's on PostgreSQL, else SQLite files). `--no-fdatasync-floor` adds
-the floor without its fdatasync, to show what durability costs it. Every child ends with it, the databases it made
-are dropped, and the JSON goes to bench/results/.
+The module's record path writes every invocation's start before Lambda is called and its outcome durably before
+the answer, and ships both to the database (README: "The record path"); its speed is judged against the minimal
+gateway's calls/s over gRPC. `gateway_compare/record_floor.py` is the minimal gateway with that record path and
+nothing else, as cheap as this project knows how to make it: what it reaches of the minimal gateway is about as far
+as the module's design can go while it keeps that record. All three serve gRPC, against one embedded runtime, with
+the echo function; rounds alternate, the order rotated each round. The figures are each server's calls/s over the
+minimal gateway's, round by round (the median, the lowest, the highest), its server CPU per call and latencies. The
+floor and the module log to databases of their own (beside BENCH_DATABASE_URL's on PostgreSQL, else SQLite files).
+`--no-fdatasync-floor` adds the floor without its fdatasync, to show what durability costs it. A floor that fails,
+or whose table lacks a row for a call it was sent, fails the run. Every child ends with it, the databases it made are
+dropped, and the JSON goes to bench/results/.
 """
 
 from __future__ import annotations

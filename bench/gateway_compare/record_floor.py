@@ -1,4 +1,4 @@
-"""The record floor: the minimal gateway plus the record path issue 9 asks for, and nothing else, done cheaply.
+"""The record floor: the minimal gateway plus the module's record path, and nothing else, done cheaply.
 
     PYTHONPATH=bench:. python -m gateway_compare.record_floor --endpoint-url URL --port N --journal FILE
         --database-url URL [--threads 64] [--zeroed-mb 64] [--no-fdatasync]
@@ -9,7 +9,7 @@ What a gateway of this design cannot do without, to keep the module's promises, 
 - the outcome durable before the caller is answered: one fdatasync for all the outcomes that wait for it, made by
   the thread that brought the first of them, which settles every caller it covers with one wake of the loop;
 - the invocations shipped to the database in batches through PyDAL, a few times a second, on a thread of their own;
-- Lambda's log tail asked for (issue 2), and the event loop the module runs on (uvloop).
+- Lambda's log tail asked for (every invocation's record keeps it), and the event loop the module runs on (uvloop).
 
 Nothing else: no authentication, no validation, no metrics, no idempotency, no trace, no cap, one journal file
 that is never trimmed, entries shipped from memory rather than read back. It answers what the minimal gateway
