@@ -41,6 +41,7 @@ from gateway_compare.servers import (  # noqa: E402
     SLEEP,
     SLEEP_SECONDS,
     Server,
+    drop_postgres_database,
     peer_database,
     peer_source_dir,
     prepare_peer,
@@ -139,6 +140,9 @@ class Bench:
         self.database_label = ""
         # (invocations the module has served, its RSS in kB), taken after every round of the loads.
         self.rss_samples: list[tuple[int, int]] = []
+        # Databases this run made beside BENCH_DATABASE_URL's (the earlier module's), dropped when it ends.
+        self.bench_database: str | None = None
+        self.made_databases: list[str] = []
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -150,6 +154,9 @@ class Bench:
                 server.child.stop()
             if self.runtime is not None:
                 self.runtime.stop()
+            for url in self.made_databases:
+                assert self.bench_database is not None
+                drop_postgres_database(url, through=self.bench_database)
 
     def start(self) -> None:
         sizes = self.sizes
@@ -163,7 +170,7 @@ class Bench:
             )
         lambda_url = self.runtime.endpoint_url
 
-        bench_database = os.environ.get("BENCH_DATABASE_URL") or None
+        bench_database = self.bench_database = os.environ.get("BENCH_DATABASE_URL") or None
         if bench_database:
             module_database = bench_database
             self.database_label = "PostgreSQL (BENCH_DATABASE_URL)"
@@ -183,7 +190,10 @@ class Bench:
             self.notes.append(f"the earlier module was left out: {source} is not there")
         else:
             copy = prepare_peer(source, self.scratch)
-            peer = start_peer(copy, self.scratch, lambda_url, peer_database(bench_database, self.scratch))
+            peer_url = peer_database(bench_database, self.scratch)
+            if bench_database:
+                self.made_databases.append(peer_url)
+            peer = start_peer(copy, self.scratch, lambda_url, peer_url)
             self.servers.append(peer)
         for server in self.servers:
             wait_until_serving(server)

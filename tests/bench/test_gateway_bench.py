@@ -7,27 +7,39 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.parse
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from tests.bench.processes import ROOT, processes_with, run_script
+from tests.conftest import POSTGRES_URL
 
 PEER = ROOT.parent / "shared" / "peer" / "lambda_action_module"
 SMOKE_TIMEOUT_SECONDS = 240
 
 
-@pytest.fixture
-def smoke_run(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict, Path]:
+def smoke(tmp_path: Path, database_url: str | None = None) -> tuple[subprocess.CompletedProcess[str], dict, Path]:
     """One `gateway_bench.py --smoke`, its scratch folders under tmp_path; its output and its JSON result."""
     out = tmp_path / "results"
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    done = run_script(["bench/gateway_bench.py", "--smoke", "--out", str(out)], scratch, timeout=SMOKE_TIMEOUT_SECONDS)
+    done = run_script(
+        ["bench/gateway_bench.py", "--smoke", "--out", str(out)],
+        scratch,
+        timeout=SMOKE_TIMEOUT_SECONDS,
+        variables={"BENCH_DATABASE_URL": database_url} if database_url is not None else None,
+    )
     results = sorted(out.glob("gateway-*.json"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(results) == 1, done.stdout
     return done, json.loads(results[0].read_text()), scratch
+
+
+@pytest.fixture
+def smoke_run(tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict, Path]:
+    return smoke(tmp_path)
 
 
 def test_a_smoke_run_measures_every_path_and_leaves_nothing_running(smoke_run):
@@ -67,3 +79,22 @@ def test_a_smoke_run_measures_every_path_and_leaves_nothing_running(smoke_run):
     # Every child it started (runtime, module, gateways) ended with it, and its scratch folder is gone.
     assert processes_with(f"TMPDIR={scratch}".encode()) == []
     assert list(scratch.iterdir()) == []
+
+
+@pytest.mark.skipif(POSTGRES_URL is None, reason="TEST_DATABASE_URL is not set")
+@pytest.mark.skipif(not PEER.is_dir(), reason="the earlier module's source is not beside the repository")
+def test_on_postgresql_the_earlier_modules_database_is_dropped_after(tmp_path: Path) -> None:
+    assert POSTGRES_URL is not None
+    _, result, scratch = smoke(tmp_path, POSTGRES_URL)
+
+    assert result["database"].startswith("PostgreSQL")
+    assert result["loads"]["echo_throughput"]["results"]["peer_grpc"]["calls"] > 0
+    name = urllib.parse.urlsplit(POSTGRES_URL).path.lstrip("/")
+    connection = psycopg2.connect(POSTGRES_URL)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT datname FROM pg_database WHERE datname = %s", (f"{name}_peer",))
+            assert cursor.fetchall() == []
+    finally:
+        connection.close()
+    assert processes_with(f"TMPDIR={scratch}".encode()) == []
