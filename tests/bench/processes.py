@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -58,3 +59,17 @@ def run_comparison(
     assert done.returncode == 0, done.stdout + done.stderr
     (result_file,) = out.glob("*.json")
     return done.stdout, json.loads(result_file.read_text()), scratch
+
+
+def postgres_databases_like(url: str, pattern: str) -> list[str]:
+    """Names of the databases on `url`'s server that match the LIKE `pattern`, where `{name}` is `url`'s database."""
+    import psycopg2
+
+    name = urllib.parse.urlsplit(url).path.lstrip("/")
+    connection = psycopg2.connect(url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern.format(name=name),))
+            return [row[0] for row in cursor.fetchall()]
+    finally:
+        connection.close()

@@ -9,10 +9,9 @@ import subprocess
 import urllib.parse
 from pathlib import Path
 
-import psycopg2
 import pytest
 
-from tests.bench.processes import ROOT, processes_with, run_comparison, run_script
+from tests.bench.processes import ROOT, postgres_databases_like, processes_with, run_comparison, run_script
 from tests.conftest import POSTGRES_URL
 
 RUN_TIMEOUT_SECONDS = 180
@@ -73,13 +72,7 @@ def test_over_rest_on_postgresql_each_side_has_a_database_that_is_dropped_after(
         f"{name}_change_base",
         f"{name}_change_head",
     ]
-    connection = psycopg2.connect(POSTGRES_URL)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{name}_change_%",))
-            assert cursor.fetchall() == []
-    finally:
-        connection.close()
+    assert postgres_databases_like(POSTGRES_URL, "{name}_change_%") == []
     assert processes_with(f"TMPDIR={scratch}".encode()) == []
 
 

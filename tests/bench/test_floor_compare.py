@@ -8,10 +8,9 @@ from __future__ import annotations
 import urllib.parse
 from pathlib import Path
 
-import psycopg2
 import pytest
 
-from tests.bench.processes import processes_with, run_comparison, run_script
+from tests.bench.processes import postgres_databases_like, processes_with, run_comparison, run_script
 from tests.conftest import POSTGRES_URL
 
 RUN_TIMEOUT_SECONDS = 180
@@ -70,13 +69,7 @@ def test_on_postgresql_the_floors_databases_are_dropped_after(tmp_path: Path) ->
     assert_every_server_measured(result, ["minimal", "floor", "floor_no_fdatasync", "module"])
     name = urllib.parse.urlsplit(POSTGRES_URL).path.lstrip("/")
     assert result["servers"]["floor"]["database"] == f"{name}_floor_floor"
-    connection = psycopg2.connect(POSTGRES_URL)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{name}_floor_%",))
-            assert cursor.fetchall() == []
-    finally:
-        connection.close()
+    assert postgres_databases_like(POSTGRES_URL, "{name}_floor_%") == []
     assert processes_with(f"TMPDIR={scratch}".encode()) == []
 
 

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.parse
 from pathlib import Path
 
-import psycopg2
 import pytest
 
-from tests.bench.processes import ROOT, processes_with, run_script
+from tests.bench.processes import ROOT, postgres_databases_like, processes_with, run_script
 from tests.conftest import POSTGRES_URL
 
 PEER = ROOT.parent / "shared" / "peer" / "lambda_action_module"
@@ -89,12 +87,5 @@ def test_on_postgresql_the_earlier_modules_database_is_dropped_after(tmp_path: P
 
     assert result["database"].startswith("PostgreSQL")
     assert result["loads"]["echo_throughput"]["results"]["peer_grpc"]["calls"] > 0
-    name = urllib.parse.urlsplit(POSTGRES_URL).path.lstrip("/")
-    connection = psycopg2.connect(POSTGRES_URL)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT datname FROM pg_database WHERE datname = %s", (f"{name}_peer",))
-            assert cursor.fetchall() == []
-    finally:
-        connection.close()
+    assert postgres_databases_like(POSTGRES_URL, "{name}\\_peer") == []
     assert processes_with(f"TMPDIR={scratch}".encode()) == []

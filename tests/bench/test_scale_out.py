@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import urllib.parse
 from pathlib import Path
 
-import psycopg2
 import pytest
 
-from tests.bench.processes import processes_with, run_script
+from tests.bench.processes import postgres_databases_like, processes_with, run_script
 from tests.conftest import POSTGRES_URL
 
 SMOKE_TIMEOUT_SECONDS = 90
@@ -37,11 +35,4 @@ def test_a_short_scale_out_run_passes_and_leaves_nothing_behind(tmp_path: Path) 
     # Every child (runtime, instances, HAProxy) ended with it, its scratch folder is gone, and so is its database.
     assert processes_with(f"TMPDIR={scratch}".encode()) == []
     assert list(scratch.iterdir()) == []
-    connection = psycopg2.connect(POSTGRES_URL)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE 'lambda_action_scale_test%%'")
-            admin_database = urllib.parse.urlsplit(POSTGRES_URL).path.lstrip("/")
-            assert (f"lambda_action_scale_test_{admin_database}",) not in cursor.fetchall()
-    finally:
-        connection.close()
+    assert postgres_databases_like(POSTGRES_URL, "lambda\\_action\\_scale\\_test\\_{name}") == []
