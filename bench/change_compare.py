@@ -44,7 +44,7 @@ from gateway_compare.paired import (  # noqa: E402
     figures,
     open_measure_close,
     ratio,
-    stop_servers,
+    servers_stopped_after,
     write_result,
 )
 from gateway_compare.servers import (  # noqa: E402
@@ -125,41 +125,35 @@ def render(result: dict[str, Any]) -> str:
 
 def run(arguments: argparse.Namespace) -> dict[str, Any]:
     function = SLEEP if arguments.function == "sleep" else ECHO
-    with tempfile.TemporaryDirectory(prefix="change-compare-") as scratch_name:
+    with (
+        tempfile.TemporaryDirectory(prefix="change-compare-") as scratch_name,
+        Databases(Path(scratch_name), "change") as databases,
+        base_tree(arguments.base, arguments.base_dir, Path(scratch_name)) as (base_path, base_label),
+    ):
         scratch = Path(scratch_name)
-        databases = Databases(scratch, "change")
-        with base_tree(arguments.base, arguments.base_dir, scratch) as (base_path, base_label):
-            sides = [Side("base", base_label, tree=base_path), Side("head", head_label(), tree=ROOT)]
-            try:
-                with echo_runtime(scratch, arguments.callers) as runtime:
-                    try:
-                        for side in sides:
-                            side.database_url = databases.make(side.key)
-                            side.server = start_module(
-                                scratch,
-                                runtime.endpoint_url,
-                                side.database_url,
-                                max_in_flight=4 * arguments.callers,
-                                tree=side.tree,
-                                name=side.key,
-                            )
-                        for side in sides:
-                            assert side.server is not None
-                            wait_until_serving(side.server)
-                            side.path = (
-                                RestPath(side.key, side.label, side.server, arguments.callers, payload_as_text=False)
-                                if arguments.transport == "rest"
-                                else GrpcPath(side.key, side.label, side.server, "metadata")
-                            )
-                        asyncio.run(
-                            open_measure_close(
-                                list(sides), function, arguments.callers, arguments.rounds, arguments.seconds
-                            )
-                        )
-                    finally:
-                        stop_servers(list(sides))
-            finally:
-                databases.drop()
+        sides = [Side("base", base_label, tree=base_path), Side("head", head_label(), tree=ROOT)]
+        with echo_runtime(scratch, arguments.callers) as runtime, servers_stopped_after(list(sides)):
+            for side in sides:
+                side.database_url = databases.make(side.key)
+                side.server = start_module(
+                    scratch,
+                    runtime.endpoint_url,
+                    side.database_url,
+                    max_in_flight=4 * arguments.callers,
+                    tree=side.tree,
+                    name=side.key,
+                )
+            for side in sides:
+                assert side.server is not None
+                wait_until_serving(side.server)
+                side.path = (
+                    RestPath(side.key, side.label, side.server, arguments.callers, payload_as_text=False)
+                    if arguments.transport == "rest"
+                    else GrpcPath(side.key, side.label, side.server, "metadata")
+                )
+            asyncio.run(
+                open_measure_close(list(sides), function, arguments.callers, arguments.rounds, arguments.seconds)
+            )
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "transport": arguments.transport,

@@ -48,7 +48,7 @@ from gateway_compare.paired import (  # noqa: E402
     figures,
     open_measure_close,
     ratio,
-    stop_servers,
+    servers_stopped_after,
     write_result,
 )
 from gateway_compare.servers import (  # noqa: E402
@@ -124,36 +124,32 @@ _RATIO_NAMES = ("calls_per_s_median", "calls_per_s_lowest", "calls_per_s_highest
 def run(arguments: argparse.Namespace) -> dict[str, Any]:
     keys = ["minimal", "floor", *(["floor_no_fdatasync"] if arguments.no_fdatasync_floor else []), "module"]
     gateways = [Gateway(key, LABELS[key]) for key in keys]
-    with tempfile.TemporaryDirectory(prefix="floor-compare-") as scratch_name:
+    with (
+        tempfile.TemporaryDirectory(prefix="floor-compare-") as scratch_name,
+        Databases(Path(scratch_name), "floor") as databases,
+    ):
         scratch = Path(scratch_name)
-        databases = Databases(scratch, "floor")
-        try:
-            with echo_runtime(scratch, arguments.callers) as runtime:
-                try:
-                    for gateway in gateways:
-                        if gateway.key != "minimal":
-                            gateway.database_url = databases.make(gateway.key)
-                        gateway.server = _start(gateway, scratch, runtime.endpoint_url, arguments)
-                    for gateway in gateways:
-                        assert gateway.server is not None
-                        wait_until_serving(gateway.server)
-                        token_in = "metadata" if gateway.key == "module" else None
-                        gateway.path = GrpcPath(gateway.key, gateway.label, gateway.server, token_in)
-                    asyncio.run(
-                        open_measure_close(list(gateways), ECHO, arguments.callers, arguments.rounds, arguments.seconds)
-                    )
-                finally:
-                    stop_servers(list(gateways))
-            # Stopped, the floors have shipped everything they answered: each says how many rows it wrote.
+        with echo_runtime(scratch, arguments.callers) as runtime, servers_stopped_after(list(gateways)):
             for gateway in gateways:
-                if gateway.key.startswith("floor") and gateway.server is not None:
-                    gateway.recorded = _floor_rows(gateway.database_url)
-                    short = gateway.path is not None and gateway.recorded != gateway.path.invocations
-                    if short or "Traceback" in gateway.server.child.log_path.read_text(errors="replace"):
-                        # Kept before the scratch folder goes: what went wrong in it.
-                        gateway.log_tail = gateway.server.child.log_tail()
-        finally:
-            databases.drop()
+                if gateway.key != "minimal":
+                    gateway.database_url = databases.make(gateway.key)
+                gateway.server = _start(gateway, scratch, runtime.endpoint_url, arguments)
+            for gateway in gateways:
+                assert gateway.server is not None
+                wait_until_serving(gateway.server)
+                token_in = "metadata" if gateway.key == "module" else None
+                gateway.path = GrpcPath(gateway.key, gateway.label, gateway.server, token_in)
+            asyncio.run(
+                open_measure_close(list(gateways), ECHO, arguments.callers, arguments.rounds, arguments.seconds)
+            )
+        # Stopped, the floors have shipped everything they answered: each says how many rows it wrote.
+        for gateway in gateways:
+            if gateway.key.startswith("floor") and gateway.server is not None:
+                gateway.recorded = _floor_rows(gateway.database_url)
+                short = gateway.path is not None and gateway.recorded != gateway.path.invocations
+                if short or "Traceback" in gateway.server.child.log_path.read_text(errors="replace"):
+                    # Kept before the scratch folder goes: what went wrong in it.
+                    gateway.log_tail = gateway.server.child.log_tail()
     minimal = gateways[0]
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

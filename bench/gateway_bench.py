@@ -140,9 +140,9 @@ class Bench:
         self.database_label = ""
         # (invocations the module has served, its RSS in kB), taken after every round of the loads.
         self.rss_samples: list[tuple[int, int]] = []
-        # Databases this run made beside BENCH_DATABASE_URL's (the earlier module's), dropped when it ends.
-        self.bench_database: str | None = None
-        self.made_databases: list[str] = []
+        # Databases this run made beside BENCH_DATABASE_URL's (the earlier module's), each with the database to drop
+        # it through, dropped when the run ends.
+        self.made_databases: list[tuple[str, str]] = []
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -154,9 +154,8 @@ class Bench:
                 server.child.stop()
             if self.runtime is not None:
                 self.runtime.stop()
-            for url in self.made_databases:
-                assert self.bench_database is not None
-                drop_postgres_database(url, through=self.bench_database)
+            for url, through in self.made_databases:
+                drop_postgres_database(url, through=through)
 
     def start(self) -> None:
         sizes = self.sizes
@@ -170,7 +169,7 @@ class Bench:
             )
         lambda_url = self.runtime.endpoint_url
 
-        bench_database = self.bench_database = os.environ.get("BENCH_DATABASE_URL") or None
+        bench_database = os.environ.get("BENCH_DATABASE_URL") or None
         if bench_database:
             module_database = bench_database
             self.database_label = "PostgreSQL (BENCH_DATABASE_URL)"
@@ -192,7 +191,7 @@ class Bench:
             copy = prepare_peer(source, self.scratch)
             peer_url = peer_database(bench_database, self.scratch)
             if bench_database:
-                self.made_databases.append(peer_url)
+                self.made_databases.append((peer_url, bench_database))
             peer = start_peer(copy, self.scratch, lambda_url, peer_url)
             self.servers.append(peer)
         for server in self.servers:

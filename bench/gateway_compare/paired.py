@@ -56,9 +56,9 @@ def echo_runtime(scratch: Path, callers: int) -> Iterator[RuntimeProcess]:
         runtime.stop()
 
 
-class Databases:
+class Databases(contextlib.AbstractContextManager["Databases"]):
     """Where a comparison's servers log: databases of their own beside BENCH_DATABASE_URL's on PostgreSQL (dropped
-    by `drop`), else SQLite files in the scratch folder."""
+    when the `with` block ends), else SQLite files in the scratch folder."""
 
     def __init__(self, scratch: Path, prefix: str) -> None:
         self.bench_url = os.environ.get("BENCH_DATABASE_URL") or None
@@ -78,7 +78,7 @@ class Databases:
         self._made.append(url)
         return url
 
-    def drop(self) -> None:
+    def __exit__(self, *_: object) -> None:
         """Drop the PostgreSQL databases `make` made (SQLite files go with the scratch folder)."""
         if self.bench_url is None:
             return
@@ -86,11 +86,15 @@ class Databases:
             drop_postgres_database(url, through=self.bench_url)
 
 
-def stop_servers(contenders: list[Contender]) -> None:
-    """Stop every contender's server that was started (SIGTERM, then SIGKILL if it lingers)."""
-    for contender in contenders:
-        if contender.server is not None:
-            contender.server.child.stop()
+@contextlib.contextmanager
+def servers_stopped_after(contenders: list[Contender]) -> Iterator[None]:
+    """Stop every contender's server that was started when the block ends (SIGTERM, then SIGKILL if it lingers)."""
+    try:
+        yield
+    finally:
+        for contender in contenders:
+            if contender.server is not None:
+                contender.server.child.stop()
 
 
 def database_name(contender: Contender) -> str | None:
